@@ -1,0 +1,40 @@
+# `make run` / `make test` bootstrap everything they need: a .venv made with python3 from
+# PATH, and the project installed into it (again only when pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench install clean distclean
+
+run: install
+	$(PY) -m launcher
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) -m bench.lifecycle
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# -q keeps pip quiet but still shows warnings and errors; the stamp is touched only on success.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# Caches and build leftovers; keeps .venv and the data in .data.
+clean:
+	rm -rf build test-artifacts .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Everything, including the virtualenv and local data (Temporal history, database).
+distclean: clean
+	rm -rf $(VENV) .data

@@ -1,0 +1,95 @@
+"""Read-model projection: idempotent, ordered by the case's version (DESIGN §4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, delete, select
+from temporalio import activity
+
+from domain import deadlines as dl
+from models.case import CaseState, Stage
+from models.tables import CasePersonRow, CaseRow, CommitteeItemRow
+
+
+def person_key(name: str, birth_date: object) -> str:
+    return f"{' '.join(name.lower().split())}|{birth_date or ''}"
+
+
+def case_row(state: CaseState, now: datetime) -> CaseRow:
+    blocked = state.blocked_on
+    contacts = [c.at for c in state.contacts]
+    names = [state.family.name, *(m.name for m in state.family.members)]
+    return CaseRow(
+        id=state.id,
+        version=state.version,
+        stage=state.stage.value,
+        coordinator_id=state.coordinator_id,
+        family_name=state.family.name,
+        search_text=" ".join(names).lower(),
+        team_text="," + ",".join(state.team_ids) + ",",
+        received_at=state.referral.received_at,
+        created_at=state.created_at,
+        stage_since=state.stage_since,
+        next_due_at=dl.next_due(state),
+        blocked_what=blocked.what if blocked else None,
+        blocked_owner=blocked.owner if blocked else None,
+        blocked_since=blocked.since if blocked else None,
+        closed_at=state.closure.at if state.closure else None,
+        last_contact_at=max(contacts) if contacts else None,
+        document=state.model_dump(mode="json"),
+        updated_at=now,
+    )
+
+
+def write_case(session: Session, state: CaseState, now: datetime) -> bool:
+    """Upsert the case unless the stored version is already as new. Returns True if written."""
+    current = session.get(CaseRow, state.id)
+    if current is not None and current.version >= state.version:
+        return False
+    row = case_row(state, now)
+    if current is None:
+        session.add(row)
+    else:
+        for field, value in row.model_dump().items():
+            setattr(current, field, value)
+    session.exec(delete(CasePersonRow).where(CasePersonRow.case_id == state.id))
+    if state.stage is not Stage.closed:
+        for m in state.family.members:
+            session.add(CasePersonRow(case_id=state.id, person_key=person_key(m.name, m.birth_date)))
+    for item in state.escalations:
+        existing = session.get(CommitteeItemRow, item.id)
+        values = dict(
+            case_id=item.case_id,
+            plan_version=item.plan_version,
+            reasons=item.reasons,
+            escalated_at=item.escalated_at,
+            meeting_at=item.meeting_at,
+            status=item.status,
+            decision=item.decision.value if item.decision else None,
+            decided_at=item.decided_at,
+        )
+        if existing is None:
+            session.add(CommitteeItemRow(id=item.id, **values))
+        else:
+            for field, value in values.items():
+                setattr(existing, field, value)
+    return True
+
+
+class ProjectionActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="project_case")
+    def project_case(self, state: CaseState) -> bool:
+        with Session(self.engine) as session:
+            written = write_case(session, state, datetime.now(UTC))
+            session.commit()
+        return written
+
+
+def open_case_ids_for_person(session: Session, name: str, birth_date: object) -> list[str]:
+    key = person_key(name, birth_date)
+    return list(session.exec(select(CasePersonRow.case_id).where(CasePersonRow.person_key == key)))

@@ -1,0 +1,259 @@
+"""Cases: register a referral, read a case, and every command of the lifecycle (DESIGN §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError
+
+from activities.projection import open_case_ids_for_person
+from api import examples
+from api.deps import Caller, get_caller, get_client, get_engine_dep, get_session, get_settings_dep
+from api.gateway import live_state, send, utcnow, workflow_id
+from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
+from api.views import case_view
+from domain.lifecycle import is_manager
+from domain.policy import current_policy
+from models import search
+from models.case import (
+    Actor,
+    AssessmentContent,
+    AssignCoordinator,
+    CaseCreate,
+    CaseState,
+    CastVote,
+    CloseCase,
+    FamilyResponse,
+    FormTeam,
+    PlanDraft,
+    RecordContact,
+    RecordStatusMeeting,
+    ScheduleAssessmentMeeting,
+    Stage,
+    Triage,
+)
+from models.commands import CaseWorkflowInput, CommandInput
+from models.tables import StaffRow
+from settings import Settings
+from workflows.case import FamilyCaseWorkflow
+
+router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
+# uuid5 namespace: the same Idempotency-Key always names the same case.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f55-9d55-0ff1ce0fa111")
+
+
+@dataclass
+class Commands:
+    caller: Caller
+    session: Session
+    client: Client
+    engine: Engine
+    settings: Settings
+    idempotency_key: str | None
+
+    def staff(self, ids: list[str], what: str) -> None:
+        unknown = [i for i in dict.fromkeys(ids) if self.session.get(StaffRow, i) is None]
+        if unknown:
+            raise HTTPException(422, f"Unknown staff id(s) in {what}: {', '.join(unknown)}.")
+
+    async def run(self, case_id: str, name: str, inp: CommandInput) -> dict:
+        _check_case_id(case_id)
+        state = await send(self.client, self.engine, case_id, name, inp, self.idempotency_key)
+        return case_view(state, utcnow())
+
+
+def get_commands(
+    caller: Caller = Depends(get_caller),
+    session: Session = Depends(get_session),
+    client: Client = Depends(get_client),
+    engine: Engine = Depends(get_engine_dep),
+    settings: Settings = Depends(get_settings_dep),
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Commands:
+    return Commands(caller, session, client, engine, settings, idempotency_key)
+
+
+Cmd = Annotated[Commands, Depends(get_commands)]
+
+
+def _check_case_id(case_id: str) -> None:
+    try:
+        uuid.UUID(case_id)
+    except ValueError:
+        raise HTTPException(404, "No such case (case ids are UUIDs).") from None
+
+
+def _body(model) -> dict:
+    return model.model_dump(mode="json")
+
+
+def _may_read(state: CaseState, actor: Actor) -> bool:
+    return is_manager(actor) or "committee" in actor.roles or actor.id in state.team_ids
+
+
+# ---------------------------------------------------------------- register and read
+
+
+@router.post("", status_code=201)
+async def register_referral(
+    body: Annotated[CaseCreate, Body(openapi_examples=examples.CASE_CREATE)], cmd: Cmd
+) -> dict:
+    actor = cmd.caller.require()
+    key = cmd.idempotency_key
+    case_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key) if key else uuid.uuid4())
+    duplicates = sorted(
+        {cid for m in body.family.members
+         for cid in open_case_ids_for_person(cmd.session, m.name, m.birth_date) if cid != case_id}
+    )
+    policy = current_policy(cmd.settings.country)
+    inp = CaseWorkflowInput(case_id=case_id, policy_key=policy.key, actor=actor, create=body,
+                            possible_duplicates=duplicates)
+    start = WithStartWorkflowOperation(
+        FamilyCaseWorkflow.run,
+        inp,
+        id=workflow_id(case_id),
+        task_queue=cmd.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([search.STAGE.value_set(Stage.referred.value)]),
+    )
+    try:
+        state = await cmd.client.execute_update_with_start_workflow(
+            FamilyCaseWorkflow.snapshot, start_workflow_operation=start, result_type=CaseState
+        )
+    except RPCError:
+        raise HTTPException(503, "The case engine is not reachable; try again shortly.") from None
+    return case_view(state, utcnow())
+
+
+@router.get("")
+async def list_all(
+    cmd: Cmd,
+    stage: Stage | None = None,
+    coordinator_id: str | None = None,
+    overdue: bool | None = None,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    actor = cmd.caller.require()
+    visible_to = None if (is_manager(actor) or "committee" in actor.roles) else actor.id
+    now = utcnow()
+    rows, total = await asyncio.to_thread(
+        list_cases, cmd.session, now, stage=stage, coordinator_id=coordinator_id,
+        overdue=overdue, q=q, visible_to=visible_to, limit=limit, offset=offset,
+    )
+    return {"items": [case_summary(r, now) for r in rows], "total": total}
+
+
+@router.get("/{case_id}")
+async def get_case(case_id: str, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    _check_case_id(case_id)
+    state = await live_state(cmd.client, cmd.engine, case_id)
+    if not _may_read(state, actor):
+        raise HTTPException(403, "You do not work on this case.")
+    return case_view(state, utcnow())
+
+
+# ---------------------------------------------------------------- commands
+
+
+@router.post("/{case_id}/coordinator")
+async def assign_coordinator(case_id: str, body: AssignCoordinator, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    row = cmd.session.get(StaffRow, body.coordinator_id)
+    if row is None:
+        raise HTTPException(422, f"Unknown staff id '{body.coordinator_id}'.")
+    if "coordinator" not in row.roles:
+        raise HTTPException(422, f"'{body.coordinator_id}' does not have the coordinator role.")
+    cap = current_policy(cmd.settings.country).caseload_cap
+    load = open_caseloads(cmd.session).get(body.coordinator_id, 0)
+    suggestion = least_loaded(cmd.session, cap, exclude=body.coordinator_id) if load >= cap else None
+    inp = CommandInput(actor=actor, body=_body(body), coordinator_load=load, suggestion=suggestion)
+    return await cmd.run(case_id, "assign_coordinator", inp)
+
+
+@router.post("/{case_id}/team")
+async def form_team(case_id: str, body: FormTeam, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    cmd.staff([m.staff_id for m in body.members], "the team")
+    return await cmd.run(case_id, "form_team", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/contacts")
+async def record_contact(case_id: str, body: RecordContact, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "record_contact", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/triage")
+async def triage(case_id: str, body: Triage, cmd: Cmd) -> dict:
+    """Concern reports: the 24-hour triage, and the receipt to a reporting professional."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "triage", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/assessment/meeting")
+async def schedule_assessment_meeting(case_id: str, body: ScheduleAssessmentMeeting, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(
+        case_id, "schedule_assessment_meeting", CommandInput(actor=actor, body=_body(body))
+    )
+
+
+@router.put("/{case_id}/assessment")
+async def put_assessment(
+    case_id: str, body: Annotated[AssessmentContent, Body(openapi_examples=examples.ASSESSMENT)],
+    cmd: Cmd,
+) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "put_assessment", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/assessment/complete")
+async def complete_assessment(case_id: str, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "complete_assessment", CommandInput(actor=actor))
+
+
+@router.put("/{case_id}/plan")
+async def put_plan(
+    case_id: str, body: Annotated[PlanDraft, Body(openapi_examples=examples.PLAN)], cmd: Cmd
+) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "put_plan", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/plan/votes")
+async def vote(case_id: str, body: CastVote, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    cmd.staff([body.staff_id], "the vote")
+    return await cmd.run(case_id, "vote", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/plan/family-response")
+async def family_response(case_id: str, body: FamilyResponse, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "family_response", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/status-meetings")
+async def status_meeting(case_id: str, body: RecordStatusMeeting, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "status_meeting", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/close")
+async def close(case_id: str, body: CloseCase, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "close", CommandInput(actor=actor, body=_body(body)))
+
+

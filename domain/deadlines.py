@@ -1,0 +1,91 @@
+"""Deadlines as data on the case: computed from domain dates, satisfied by events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.calendar import add_days, add_hours, add_months, add_working_days
+from domain.policy import Policy
+from models.case import CaseState, Deadline, DeadlineKind, DeadlineStatus, ReferralKind, Source
+
+PROFESSIONAL_SOURCES = {Source.school, Source.health, Source.social_services}
+
+
+def add_deadline(
+    state: CaseState, policy: Policy, kind: DeadlineKind, due_at: datetime, owner: str | None
+) -> Deadline:
+    occurrence = 1 + sum(1 for d in state.deadlines if d.kind is kind)
+    deadline = Deadline(
+        kind=kind,
+        legal_basis=policy.legal_basis.get(kind.value, ""),
+        due_at=due_at,
+        occurrence=occurrence,
+        owner=owner,
+    )
+    state.deadlines.append(deadline)
+    return deadline
+
+
+def open_deadlines(state: CaseState, kind: DeadlineKind | None = None) -> list[Deadline]:
+    return [d for d in state.deadlines if d.is_open() and (kind is None or d.kind is kind)]
+
+
+def satisfy(state: CaseState, kind: DeadlineKind, at: datetime, by: str) -> None:
+    for d in open_deadlines(state, kind):
+        d.status = DeadlineStatus.met
+        d.met_at = at
+        d.satisfied_by = by
+
+
+def cancel(state: CaseState, kind: DeadlineKind | None = None) -> None:
+    for d in open_deadlines(state, kind):
+        d.status = DeadlineStatus.cancelled
+
+
+def initial_deadlines(state: CaseState, policy: Policy) -> None:
+    """The clocks that start with the referral; they count from received_at, never from
+    when the workflow happened to start (a backdated referral is already late)."""
+    received = state.referral.received_at
+    tz = policy.timezone
+    add_deadline(
+        state,
+        policy,
+        DeadlineKind.first_contact,
+        add_working_days(received, policy.first_contact_working_days, policy.country, tz),
+        owner=None,
+    )
+    add_deadline(
+        state,
+        policy,
+        DeadlineKind.assessment,
+        add_months(received, policy.assessment_months, tz),
+        owner=None,
+    )
+    if state.referral.kind is ReferralKind.concern_report:
+        add_deadline(
+            state,
+            policy,
+            DeadlineKind.concern_triage,
+            add_hours(received, policy.concern_triage_hours, tz),
+            owner=None,
+        )
+        professional = state.referral.reporter_is_professional
+        if professional is None:
+            professional = state.referral.source in PROFESSIONAL_SOURCES
+        if professional:
+            add_deadline(
+                state,
+                policy,
+                DeadlineKind.reporter_receipt,
+                add_days(received, policy.reporter_receipt_days, tz),
+                owner=None,
+            )
+
+
+def next_due(state: CaseState) -> datetime | None:
+    dues = [d.due_at for d in open_deadlines(state)]
+    return min(dues) if dues else None
+
+
+def overdue_kinds(state: CaseState, now: datetime) -> list[str]:
+    return sorted({d.kind.value for d in state.deadlines if d.status_at(now) is DeadlineStatus.overdue})

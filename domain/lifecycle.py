@@ -1,0 +1,802 @@
+"""The stage machine and the decision rule (DESIGN §3, §5), as plain functions over CaseState.
+
+Every command is `apply_<command>(state, body, ctx)`: it either raises `Refusal` having changed
+nothing the caller keeps (the workflow validator runs it on a copy) or mutates `state`.
+Refusals are checked in the contract's order: 403 (who) before 409 (stage / closed / cap).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain import deadlines as dl
+from domain.calendar import add_days, add_months, next_weekly_meeting
+from domain.policy import Policy
+from models.case import (
+    Actor,
+    AssessmentContent,
+    AssessmentMeeting,
+    AssignCoordinator,
+    BlockedOn,
+    CaseCreate,
+    CaseState,
+    CastVote,
+    CloseCase,
+    Closure,
+    CommitteeDecision,
+    CommitteeDecisionKind,
+    Contact,
+    CoordinatorTerm,
+    DeadlineKind,
+    EscalationItem,
+    FamilyResponse,
+    FormTeam,
+    HistoryEntry,
+    PlanDraft,
+    PlanVersion,
+    RecordContact,
+    RecordStatusMeeting,
+    ScheduleAssessmentMeeting,
+    Stage,
+    StatusMeeting,
+    TeamMember,
+    Triage,
+    Vote,
+    VoteValue,
+)
+from models.commands import BODY_MODELS, CommandInput
+
+
+class Refusal(Exception):
+    """A business refusal. `kind` maps to HTTP: forbidden 403, conflict 409, invalid 422."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def forbidden(message: str) -> Refusal:
+    return Refusal("forbidden", message)
+
+
+def conflict(message: str) -> Refusal:
+    return Refusal("conflict", message)
+
+
+def invalid(message: str) -> Refusal:
+    return Refusal("invalid", message)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    actor: Actor
+    now: datetime
+    policy: Policy
+
+
+# ---------------------------------------------------------------- who may do what
+
+
+def is_admin(actor: Actor) -> bool:
+    return "admin" in actor.roles
+
+
+def is_manager(actor: Actor) -> bool:
+    return is_admin(actor) or "manager" in actor.roles
+
+
+def require_case_worker(state: CaseState, actor: Actor) -> None:
+    """The case's coordinator, a manager or an admin."""
+    if is_manager(actor) or actor.id == state.coordinator_id:
+        return
+    raise forbidden(f"Only the case's coordinator or a manager may do this (you are '{actor.id}').")
+
+
+def require_team(state: CaseState, actor: Actor) -> None:
+    if is_manager(actor) or actor.id in state.team_ids:
+        return
+    raise forbidden(f"'{actor.id}' is not on this case's core team.")
+
+
+def require_open(state: CaseState) -> None:
+    if state.stage is Stage.closed:
+        closure = state.closure
+        reason = f" ({closure.reason.value})" if closure else ""
+        raise conflict(f"The case is closed{reason}; a closed case is read-only.")
+
+
+def require_stage(state: CaseState, allowed: set[Stage], doing: str) -> None:
+    require_open(state)
+    if state.stage not in allowed:
+        names = ", ".join(sorted(s.value for s in allowed))
+        raise conflict(
+            f"Cannot {doing} while the case is in stage '{state.stage.value}' "
+            f"(allowed in: {names})."
+        )
+
+
+def _not_in_future(at: datetime, now: datetime, what: str) -> None:
+    if at > now + timedelta(minutes=5):
+        raise invalid(f"The {what} time {at.isoformat()} is in the future; record it after it happened.")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _record(state: CaseState, ctx: Ctx, event: str, **detail: object) -> None:
+    state.history.append(HistoryEntry(at=ctx.now, actor=ctx.actor.id, event=event, detail=detail))
+
+
+def _enter(state: CaseState, stage: Stage, ctx: Ctx) -> None:
+    if state.stage is not stage:
+        _record(state, ctx, "stage_changed", **{"from": state.stage.value, "to": stage.value})
+        state.stage = stage
+        state.stage_since = ctx.now
+
+
+def pending_draft(state: CaseState) -> PlanVersion | None:
+    plan = state.plan
+    if plan and plan.status == "draft":
+        return plan
+    return None
+
+
+def _waiting_item(state: CaseState) -> EscalationItem | None:
+    return next((i for i in state.escalations if i.status == "waiting"), None)
+
+
+def _stage_after_committee(state: CaseState) -> Stage:
+    # An active case whose adjusted plan went to the committee keeps its plan in force.
+    return Stage.active if state.active_plan else Stage.planning
+
+
+def normalise_paragraph(paragraph: str) -> str:
+    return re.sub(r"\s+", " ", paragraph).strip()
+
+
+# ---------------------------------------------------------------- create
+
+
+def new_case(
+    case_id: str, body: CaseCreate, ctx: Ctx, possible_duplicates: list[str] | None = None
+) -> CaseState:
+    policy = ctx.policy
+    family = body.family
+    if family.language is None:
+        family = family.model_copy(update={"language": policy.default_language})
+    state = CaseState(
+        id=case_id,
+        stage=Stage.referred,
+        stage_since=ctx.now,
+        created_at=ctx.now,
+        created_by=ctx.actor.id,
+        policy_key=policy.key,
+        country=policy.country,
+        referral=body.referral,
+        family=family,
+        existing_contacts=body.existing_contacts,
+        consent=body.consent,
+        contact_preference=body.contact_preference,
+        concern_level=body.concern_level or policy.default_concern_level,
+    )
+    dl.initial_deadlines(state, policy)
+    _record(
+        state,
+        ctx,
+        "referral_registered",
+        source=body.referral.source.value,
+        kind=body.referral.kind.value,
+        received_at=body.referral.received_at.isoformat(),
+    )
+    eligibility = check_eligibility(state, policy)
+    if eligibility:
+        state.flags.append({"kind": "eligibility", "detail": eligibility})
+    if not body.consent.coordinated_handling:
+        state.flags.append(
+            {"kind": "no_consent", "detail": "The family has not consented to coordinated handling."}
+        )
+    if possible_duplicates:
+        state.flags.append(
+            {
+                "kind": "possible_duplicate",
+                "detail": "A family member is already on an open case: link it or confirm a new case.",
+                "case_ids": possible_duplicates,
+            }
+        )
+    return finish(state, ctx)
+
+
+def check_eligibility(state: CaseState, policy: Policy) -> list[str]:
+    """Shown, not enforced (DESIGN §3.1): what the referral lacks against the policy."""
+    problems: list[str] = []
+    low, high = policy.child_age_band
+    received = state.referral.received_at.date()
+    children = [m for m in state.family.members if m.role.value == "child"]
+    in_band = [
+        m
+        for m in children
+        if m.birth_date is None
+        or low <= (received.year - m.birth_date.year
+                   - ((received.month, received.day) < (m.birth_date.month, m.birth_date.day)))
+        <= high
+    ]
+    if not any(m.diagnoses for m in in_band):
+        problems.append(f"No child aged {low}-{high} with a recorded disability or diagnosis.")
+    departments = {c.sector_area or c.department for c in state.existing_contacts}
+    if len(departments) < policy.min_sector_areas:
+        problems.append(
+            f"Support from {len(departments)} sector area(s); the model expects at least "
+            f"{policy.min_sector_areas}."
+        )
+    return problems
+
+
+# ---------------------------------------------------------------- commands
+
+
+def apply_assign_coordinator(
+    state: CaseState, body: AssignCoordinator, ctx: Ctx, load: int, suggestion: str | None
+) -> None:
+    actor = ctx.actor
+    if not is_manager(actor):
+        if "coordinator" not in actor.roles:
+            raise forbidden(f"Only a coordinator or a manager can take a case ('{actor.id}' is neither).")
+        if body.coordinator_id != actor.id:
+            raise forbidden("Only a manager can assign another coordinator.")
+        if state.coordinator_id is not None:
+            raise forbidden("This case already has a coordinator; ask a manager to reassign it.")
+        if body.override:
+            raise forbidden("Only a manager can pass the caseload cap.")
+    require_open(state)
+    if body.coordinator_id == state.coordinator_id:
+        raise conflict(f"'{body.coordinator_id}' is already the coordinator of this case.")
+    cap = ctx.policy.caseload_cap
+    if load >= cap and not body.override:
+        hint = f" Least-loaded coordinator: '{suggestion}'." if suggestion else ""
+        raise conflict(
+            f"'{body.coordinator_id}' already has {load} open cases (cap {cap}). "
+            f"A manager can override with \"override\": true.{hint}"
+        )
+    for term in state.coordinator_history:
+        if term.until is None:
+            term.until = ctx.now
+    state.coordinator_history.append(
+        CoordinatorTerm(
+            coordinator_id=body.coordinator_id,
+            since=ctx.now,
+            assigned_by=actor.id,
+            override=body.override and load >= cap,
+        )
+    )
+    previous = state.coordinator_id
+    state.coordinator_id = body.coordinator_id
+    _record(
+        state,
+        ctx,
+        "coordinator_assigned" if previous is None else "coordinator_reassigned",
+        coordinator_id=body.coordinator_id,
+        previous=previous,
+        override=body.override and load >= cap,
+    )
+    if state.stage is Stage.referred:
+        _enter(state, Stage.coordinator_assigned, ctx)
+
+
+def apply_form_team(state: CaseState, body: FormTeam, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_stage(
+        state,
+        {Stage.coordinator_assigned, Stage.team_formed, Stage.assessment, Stage.planning,
+         Stage.active},
+        "form the core team",
+    )
+    ids = [m.staff_id for m in body.members]
+    if len(set(ids)) != len(ids):
+        raise invalid("A staff member is listed twice in the team.")
+    state.team = [
+        TeamMember(**m.model_dump()) for m in body.members if m.staff_id != state.coordinator_id
+    ]
+    _record(state, ctx, "team_formed", members=ids)
+    if state.stage is Stage.coordinator_assigned:
+        _enter(state, Stage.team_formed, ctx)
+
+
+def apply_record_contact(state: CaseState, body: RecordContact, ctx: Ctx) -> None:
+    require_team(state, ctx.actor)
+    require_open(state)
+    _not_in_future(body.at, ctx.now, "contact")
+    state.contacts.append(Contact(kind=body.kind, at=body.at, notes=body.notes, by=ctx.actor.id))
+    dl.satisfy(state, DeadlineKind.first_contact, body.at, "contact")
+    meeting = state.assessment_meeting
+    window = timedelta(days=ctx.policy.pre_meeting_contact_window_days)
+    if meeting and meeting.at - window <= body.at <= meeting.at:
+        dl.satisfy(state, DeadlineKind.pre_meeting_contact, body.at, "contact")
+    dl.satisfy(state, DeadlineKind.family_checkin, body.at, "contact")
+    _record(state, ctx, "contact_recorded", kind=body.kind.value, at=body.at.isoformat())
+
+
+def apply_triage(state: CaseState, body: Triage, ctx: Ctx) -> None:
+    """Concern report triage (Barnets Lov §§ 136-137) and the receipt to the reporter."""
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    if not dl.open_deadlines(state, DeadlineKind.concern_triage) and not dl.open_deadlines(
+        state, DeadlineKind.reporter_receipt
+    ):
+        raise conflict("This case has no concern report waiting for triage or a receipt.")
+    dl.satisfy(state, DeadlineKind.concern_triage, ctx.now, "triage")
+    if body.receipt_sent_to_reporter:
+        dl.satisfy(state, DeadlineKind.reporter_receipt, ctx.now, "triage")
+    _record(
+        state,
+        ctx,
+        "concern_triaged",
+        child_in_danger=body.child_in_danger,
+        urgent_action=body.urgent_action,
+    )
+
+
+def apply_schedule_assessment_meeting(
+    state: CaseState, body: ScheduleAssessmentMeeting, ctx: Ctx
+) -> None:
+    require_case_worker(state, ctx.actor)
+    require_stage(state, {Stage.team_formed, Stage.assessment}, "schedule the assessment meeting")
+    team = set(state.team_ids)
+    present = [p for p in dict.fromkeys(body.participants) if p in team]
+    if len(present) < 2:
+        raise invalid(
+            "The assessment meeting needs at least two core-team members among the participants "
+            f"(found {len(present)}; the core team is: {', '.join(sorted(team)) or 'nobody yet'})."
+        )
+    if body.at < ctx.now - timedelta(days=1):
+        raise invalid("The assessment meeting must be scheduled in the future.")
+    rescheduled = state.assessment_meeting is not None
+    state.assessment_meeting = AssessmentMeeting(
+        at=body.at, location=body.location, participants=body.participants
+    )
+    dl.cancel(state, DeadlineKind.pre_meeting_contact)
+    deadline = dl.add_deadline(
+        state, ctx.policy, DeadlineKind.pre_meeting_contact, body.at, state.coordinator_id
+    )
+    window = timedelta(days=ctx.policy.pre_meeting_contact_window_days)
+    earlier = [c for c in state.contacts if body.at - window <= c.at <= body.at]
+    if earlier:
+        deadline.status, deadline.met_at = deadline.status.met, earlier[-1].at
+        deadline.satisfied_by = "contact"
+    _record(
+        state,
+        ctx,
+        "assessment_meeting_rescheduled" if rescheduled else "assessment_meeting_scheduled",
+        at=body.at.isoformat(),
+        participants=body.participants,
+    )
+    _enter(state, Stage.assessment, ctx)
+
+
+def apply_put_assessment(state: CaseState, body: AssessmentContent, ctx: Ctx) -> None:
+    require_team(state, ctx.actor)
+    # Also while planning: the child's views (or a waiver) may be recorded after the assessment
+    # was completed; without them no plan can be decided (require_child_voice).
+    require_stage(state, {Stage.assessment, Stage.planning}, "record the ICS assessment")
+    known = ctx.policy.ics_dimensions
+    for side, entries in body.ics.items():
+        allowed = set(known.get(side, []))
+        unknown = [e.dimension for e in entries if allowed and e.dimension not in allowed]
+        if unknown:
+            raise invalid(
+                f"Unknown {side} dimension(s) {unknown}; this municipality uses: {sorted(allowed)}."
+            )
+    state.assessment = body
+    _record(state, ctx, "assessment_recorded", dimensions=sum(len(v) for v in body.ics.values()))
+
+
+def apply_complete_assessment(state: CaseState, body: None, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_stage(state, {Stage.assessment}, "complete the assessment")
+    if state.assessment is None or not any(state.assessment.ics.values()):
+        raise conflict("Record the ICS assessment (PUT .../assessment) before completing it.")
+    state.assessment_completed_at = ctx.now
+    dl.satisfy(state, DeadlineKind.assessment, ctx.now, "assessment_completed")
+    dl.cancel(state, DeadlineKind.pre_meeting_contact)
+    dl.add_deadline(
+        state,
+        ctx.policy,
+        DeadlineKind.plan,
+        add_months(ctx.now, ctx.policy.plan_months, ctx.policy.timezone),
+        state.coordinator_id,
+    )
+    _record(state, ctx, "assessment_completed")
+    _enter(state, Stage.planning, ctx)
+
+
+def _check_plan(body: PlanDraft) -> None:
+    goal_ids = [g.id for g in body.goals]
+    if len(set(goal_ids)) != len(goal_ids):
+        raise invalid("Two goals share the same id.")
+    for action in body.actions:
+        if action.goal_id is not None and action.goal_id not in goal_ids:
+            raise invalid(f"Action '{action.id}' refers to goal '{action.goal_id}', not in the plan.")
+    for service in body.services:
+        if service.funding:
+            total = sum(f.share for f in service.funding)
+            if abs(total - 1.0) > 0.001:
+                raise invalid(
+                    f"The funding shares of service '{service.name}' add up to {total:g}, not 1."
+                )
+
+
+def _new_plan_version(state: CaseState, body: PlanDraft, ctx: Ctx) -> PlanVersion:
+    draft = pending_draft(state)
+    if draft is not None:
+        draft.status = "superseded"
+    dl.cancel(state, DeadlineKind.family_approval)
+    plan = PlanVersion(
+        version=len(state.plans) + 1,
+        family_goals=body.family_goals,
+        goals=body.goals,
+        actions=body.actions,
+        services=body.services,
+        created_at=ctx.now,
+        created_by=ctx.actor.id,
+    )
+    state.plans.append(plan)
+    dl.add_deadline(
+        state,
+        ctx.policy,
+        DeadlineKind.family_approval,
+        add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
+        state.coordinator_id,
+    )
+    _record(state, ctx, "plan_drafted", version=plan.version, services=len(plan.services))
+    return plan
+
+
+def apply_put_plan(state: CaseState, body: PlanDraft, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    if state.stage is Stage.escalated:
+        item = _waiting_item(state)
+        raise conflict(
+            f"Plan v{item.plan_version if item else '?'} is with the visitation committee; "
+            "wait for its decision before drafting a new version."
+        )
+    require_stage(state, {Stage.planning, Stage.active}, "draft the joint plan")
+    _check_plan(body)
+    _new_plan_version(state, body, ctx)
+
+
+def escalation_reasons(plan: PlanVersion, policy: Policy) -> list[str]:
+    """The decision rule once every vote is in and all agree (DESIGN §5)."""
+    reasons: list[str] = []
+    committee_only = {normalise_paragraph(p) for p in policy.committee_only_paragraphs}
+    for service in plan.services:
+        if normalise_paragraph(service.paragraph) in committee_only:
+            reasons.append(f"committee_only_paragraph: {normalise_paragraph(service.paragraph)}")
+    joint = sum(
+        s.monthly_cost for s in plan.services if len({f.department for f in s.funding}) > 1
+    )
+    if joint > policy.team_funding_limit:
+        reasons.append(f"joint_funding_over_limit: {joint:g} > {policy.team_funding_limit:g}")
+    return reasons
+
+
+def _escalate(state: CaseState, plan: PlanVersion, reasons: list[str], ctx: Ctx) -> None:
+    plan.decision = "escalated"
+    plan.escalation_reasons = reasons
+    item = EscalationItem(
+        id=f"{state.id}-{len(state.escalations) + 1}",
+        case_id=state.id,
+        plan_version=plan.version,
+        reasons=reasons,
+        escalated_at=ctx.now,
+        meeting_at=next_weekly_meeting(
+            ctx.now, ctx.policy.committee_weekday, ctx.policy.committee_time, ctx.policy.timezone
+        ),
+    )
+    state.escalations.append(item)
+    dl.add_deadline(
+        state,
+        ctx.policy,
+        DeadlineKind.committee_decision,
+        add_days(ctx.now, ctx.policy.committee_decision_days, ctx.policy.timezone),
+        "committee",
+    )
+    _record(state, ctx, "escalated", item_id=item.id, plan_version=plan.version, reasons=reasons)
+    _enter(state, Stage.escalated, ctx)
+
+
+def _maybe_activate(state: CaseState, plan: PlanVersion, ctx: Ctx) -> None:
+    """A version becomes the active plan when decided AND approved by the family, either order."""
+    if plan.decision not in ("team", "committee") or plan.family_approved is not True:
+        return
+    for other in state.plans:
+        if other.status == "active":
+            other.status = "superseded"
+    plan.status = "active"
+    dl.satisfy(state, DeadlineKind.plan, ctx.now, f"plan_v{plan.version}")
+    _record(state, ctx, "plan_activated", version=plan.version, decided_by=plan.decision)
+    if state.measures_started_at is None:
+        state.measures_started_at = ctx.now
+        tz = ctx.policy.timezone
+        dl.add_deadline(
+            state,
+            ctx.policy,
+            DeadlineKind.first_followup,
+            add_months(ctx.now, ctx.policy.first_followup_months, tz),
+            state.coordinator_id,
+        )
+        _schedule_next_status_meeting(state, ctx.now, ctx)
+    _enter(state, Stage.active, ctx)
+
+
+def _schedule_next_status_meeting(state: CaseState, after: datetime, ctx: Ctx) -> None:
+    weeks = ctx.policy.status_meeting_weeks.get(state.concern_level, 4)
+    dl.add_deadline(
+        state,
+        ctx.policy,
+        DeadlineKind.status_meeting,
+        add_days(after, 7 * weeks, ctx.policy.timezone),
+        state.coordinator_id,
+    )
+
+
+def require_child_voice(state: CaseState) -> None:
+    a = state.assessment
+    if a is None or not ((a.child_views or "").strip() or (a.child_views_waiver or "").strip()):
+        raise conflict(
+            "The child's views (or a reasoned waiver) must be recorded before the plan is "
+            "decided (Barnets Lov § 5)."
+        )
+
+
+def apply_vote(state: CaseState, body: CastVote, ctx: Ctx) -> None:
+    actor = ctx.actor
+    if actor.id != body.staff_id and not is_admin(actor):
+        raise forbidden(f"A vote is cast by the voter: '{actor.id}' cannot vote as '{body.staff_id}'.")
+    if body.staff_id not in state.team_ids:
+        raise forbidden(f"'{body.staff_id}' is not on this case's core team and cannot vote.")
+    require_stage(state, {Stage.planning, Stage.active, Stage.escalated}, "vote on the plan")
+    plan = pending_draft(state)
+    if plan is None or plan.decision != "pending":
+        if plan is not None and plan.decision == "escalated":
+            raise conflict(f"Plan v{plan.version} is with the visitation committee; votes are closed.")
+        raise conflict("There is no plan draft waiting for the team's votes.")
+    if any(v.staff_id == body.staff_id for v in plan.votes):
+        raise conflict(f"'{body.staff_id}' has already voted on plan v{plan.version}.")
+    if body.vote is VoteValue.disagree and not body.reason.strip():
+        raise invalid("A 'disagree' vote needs a reason, so the committee knows what to decide.")
+    require_child_voice(state)
+    plan.votes.append(Vote(staff_id=body.staff_id, vote=body.vote, reason=body.reason, at=ctx.now))
+    _record(state, ctx, "vote_cast", version=plan.version, staff_id=body.staff_id,
+            vote=body.vote.value)
+    if body.vote is VoteValue.disagree:
+        _escalate(state, plan, [f"disagreement: {body.staff_id}"], ctx)
+        return
+    voted = {v.staff_id for v in plan.votes}
+    if not set(state.team_ids) <= voted:
+        return
+    reasons = escalation_reasons(plan, ctx.policy)
+    if reasons:
+        _escalate(state, plan, reasons, ctx)
+        return
+    plan.decision = "team"
+    plan.decided_at = ctx.now
+    _record(state, ctx, "plan_decided", version=plan.version, by="team")
+    _maybe_activate(state, plan, ctx)
+
+
+def apply_family_response(state: CaseState, body: FamilyResponse, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_stage(
+        state, {Stage.planning, Stage.escalated, Stage.active}, "record the family's response"
+    )
+    plan = pending_draft(state)
+    if plan is None:
+        raise conflict("There is no plan draft waiting for the family's response.")
+    if plan.family_approved is True:
+        raise conflict(f"The family has already approved plan v{plan.version}.")
+    dl.satisfy(state, DeadlineKind.family_approval, ctx.now, "family_response")
+    plan.family_comment = body.comment
+    if body.approved:
+        plan.family_approved = True
+        _record(state, ctx, "family_approved", version=plan.version)
+        _maybe_activate(state, plan, ctx)
+        return
+    plan.family_approved = False
+    plan.status = "rejected"
+    _record(state, ctx, "family_rejected", version=plan.version)
+    item = _waiting_item(state)
+    if item is not None and item.plan_version == plan.version:
+        item.status = "withdrawn"
+        dl.cancel(state, DeadlineKind.committee_decision)
+        _record(state, ctx, "escalation_withdrawn", item_id=item.id)
+    _enter(state, _stage_after_committee(state), ctx)
+
+
+def apply_committee_decision(
+    state: CaseState, item_id: str, body: CommitteeDecision, ctx: Ctx
+) -> None:
+    actor = ctx.actor
+    if not (is_manager(actor) or "committee" in actor.roles):
+        raise forbidden("Only the visitation committee (or a manager) records its decisions.")
+    require_open(state)
+    item = next((i for i in state.escalations if i.id == item_id), None)
+    if item is None:
+        raise Refusal("not_found", f"No committee item '{item_id}' on this case.")
+    if item.status != "waiting":
+        raise conflict(f"Committee item '{item_id}' is already {item.status}.")
+    plan = next(p for p in state.plans if p.version == item.plan_version)
+    if body.funding:
+        total = sum(f.share for f in body.funding)
+        if abs(total - 1.0) > 0.001:
+            raise invalid(f"The decided funding shares add up to {total:g}, not 1.")
+    if body.decision is not CommitteeDecisionKind.rejected:
+        require_child_voice(state)
+    item.status = "decided"
+    item.decision = body.decision
+    item.notes = body.notes
+    item.funding = body.funding
+    item.decided_at = ctx.now
+    item.decided_by = actor.id
+    dl.satisfy(state, DeadlineKind.committee_decision, ctx.now, "committee_decision")
+    _record(state, ctx, "committee_decided", item_id=item.id, decision=body.decision.value)
+    if body.decision is CommitteeDecisionKind.rejected:
+        plan.decision = "rejected"
+        plan.status = "rejected"
+        dl.cancel(state, DeadlineKind.family_approval)
+        _enter(state, _stage_after_committee(state), ctx)
+        return
+    plan.decision = "committee"
+    plan.decided_at = ctx.now
+    plan.committee_funding = body.funding
+    if body.decision is CommitteeDecisionKind.approved_with_changes and plan.family_approved:
+        # Changed by the committee: the family must see and approve what was decided.
+        plan.family_approved = None
+        dl.add_deadline(
+            state,
+            ctx.policy,
+            DeadlineKind.family_approval,
+            add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
+            state.coordinator_id,
+        )
+    _maybe_activate(state, plan, ctx)
+    if state.stage is Stage.escalated:
+        _enter(state, _stage_after_committee(state), ctx)
+
+
+def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) -> None:
+    require_team(state, ctx.actor)
+    require_stage(state, {Stage.active}, "record a status meeting")
+    _not_in_future(body.at, ctx.now, "meeting")
+    plan = state.active_plan
+    goal_ids = {g.id for g in plan.goals} if plan else set()
+    unknown = [g.goal_id for g in body.goal_progress if g.goal_id not in goal_ids]
+    if unknown:
+        raise invalid(f"Progress for goal(s) {unknown}, which are not in the active plan.")
+    if body.plan_changes is not None:
+        _check_plan(body.plan_changes)
+    if body.concern_level:
+        state.concern_level = body.concern_level
+    meeting = StatusMeeting(
+        number=len(state.status_meetings) + 1,
+        at=body.at,
+        participants=body.participants,
+        minutes=body.minutes,
+        goal_progress=body.goal_progress,
+        recorded_by=ctx.actor.id,
+    )
+    state.status_meetings.append(meeting)
+    policy, tz = ctx.policy, ctx.policy.timezone
+    if dl.open_deadlines(state, DeadlineKind.first_followup):
+        dl.satisfy(state, DeadlineKind.first_followup, body.at, f"status_meeting_{meeting.number}")
+        state.followup_months = body.followup_months or policy.followup_months
+        dl.add_deadline(state, policy, DeadlineKind.followup,
+                        add_months(body.at, state.followup_months, tz), state.coordinator_id)
+        _record(state, ctx, "followup_cadence_set", months=state.followup_months,
+                reason=body.followup_reason or "policy default")
+    elif dl.open_deadlines(state, DeadlineKind.followup):
+        dl.satisfy(state, DeadlineKind.followup, body.at, f"status_meeting_{meeting.number}")
+        if body.followup_months:
+            state.followup_months = body.followup_months
+        dl.add_deadline(state, policy, DeadlineKind.followup,
+                        add_months(body.at, state.followup_months or policy.followup_months, tz),
+                        state.coordinator_id)
+    dl.satisfy(state, DeadlineKind.status_meeting, body.at, f"status_meeting_{meeting.number}")
+    dl.satisfy(state, DeadlineKind.family_checkin, body.at, f"status_meeting_{meeting.number}")
+    _schedule_next_status_meeting(state, body.at, ctx)
+    _record(state, ctx, "status_meeting_recorded", number=meeting.number, at=body.at.isoformat())
+    if body.plan_changes is not None:
+        meeting.new_plan_version = _new_plan_version(state, body.plan_changes, ctx).version
+
+
+def apply_close(state: CaseState, body: CloseCase, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    state.closure = Closure(
+        reason=body.reason, note=body.note, outcomes=body.outcomes, at=ctx.now, by=ctx.actor.id
+    )
+    dl.cancel(state)
+    for item in state.escalations:
+        if item.status == "waiting":
+            item.status = "withdrawn"
+    for term in state.coordinator_history:
+        if term.until is None:
+            term.until = ctx.now
+    _record(state, ctx, "case_closed", reason=body.reason.value)
+    _enter(state, Stage.closed, ctx)
+
+
+# ---------------------------------------------------------------- after every command
+
+
+def blocked_on(state: CaseState) -> BlockedOn | None:
+    """What the case waits for, who owes it, since when (DESIGN §3.10)."""
+    since = state.stage_since
+    nxt = dl.next_due(state)
+    coordinator = state.coordinator_id
+    match state.stage:
+        case Stage.closed:
+            return None
+        case Stage.referred:
+            what, owner = "coordinator assignment", "manager"
+        case Stage.coordinator_assigned:
+            what, owner = "core team", coordinator
+        case Stage.team_formed:
+            what, owner = "assessment meeting to be scheduled", coordinator
+        case Stage.assessment:
+            what, owner = "ICS assessment", coordinator
+        case Stage.escalated:
+            item = _waiting_item(state)
+            what = f"committee decision on plan v{item.plan_version}" if item else "committee"
+            owner, since = "committee", item.escalated_at if item else since
+        case _:
+            plan = pending_draft(state)
+            if plan is None:
+                if state.stage is Stage.active:
+                    what, owner = "next status meeting", coordinator
+                else:
+                    what, owner = "joint plan draft", coordinator
+            elif plan.decision == "pending":
+                missing = [i for i in state.team_ids if i not in {v.staff_id for v in plan.votes}]
+                what, owner, since = (f"team votes on plan v{plan.version}", ",".join(missing),
+                                      plan.created_at)
+            else:
+                what, owner, since = (f"family approval of plan v{plan.version}", "family",
+                                      plan.decided_at or plan.created_at)
+    return BlockedOn(what=what, owner=owner, since=since, next_due_at=nxt)
+
+
+def finish(state: CaseState, ctx: Ctx) -> CaseState:
+    state.version += 1
+    state.blocked_on = blocked_on(state)
+    return state
+
+
+def execute(state: CaseState, name: str, inp: CommandInput, ctx: Ctx) -> CaseState:
+    """Apply one command to `state` in place; raises Refusal and then `state` must be dropped."""
+    model = BODY_MODELS[name]
+    body = model.model_validate(inp.body or {}) if model is not None else None
+    match name:
+        case "assign_coordinator":
+            apply_assign_coordinator(state, body, ctx, inp.coordinator_load, inp.suggestion)
+        case "committee_decision":
+            apply_committee_decision(state, inp.item_id or "", body, ctx)
+        case _:
+            COMMANDS[name](state, body, ctx)
+    return finish(state, ctx)
+
+
+COMMANDS = {
+    "form_team": apply_form_team,
+    "record_contact": apply_record_contact,
+    "triage": apply_triage,
+    "schedule_assessment_meeting": apply_schedule_assessment_meeting,
+    "put_assessment": apply_put_assessment,
+    "complete_assessment": apply_complete_assessment,
+    "put_plan": apply_put_plan,
+    "vote": apply_vote,
+    "family_response": apply_family_response,
+    "status_meeting": apply_status_meeting,
+    "close": apply_close,
+}

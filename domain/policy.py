@@ -1,0 +1,132 @@
+"""One policy object per country: every duration, list and legal reference is data.
+
+Laws get renumbered and municipalities differ, so nothing here is code. A case records the
+policy version it started with (`Policy.key`) and keeps it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Policy(BaseModel):
+    country: str
+    version: int = 1
+    timezone: str
+    default_language: str
+    caseload_cap: int = 8
+    first_contact_working_days: int = 5
+    concern_triage_hours: int = 24
+    reporter_receipt_days: int = 6
+    assessment_months: int = 4
+    assessment_reminder_months: int = 3
+    plan_months: int = 3
+    first_followup_months: int = 3
+    followup_months: int = 6
+    committee_decision_days: int = 21
+    family_approval_days: int = 14
+    # The visitation committee meets weekly: weekday (0 = Monday) and local time.
+    committee_weekday: int = 1
+    committee_time: str = "13:00"
+    pre_meeting_contact_window_days: int = 30
+    status_meeting_weeks: dict[str, int] = Field(
+        default_factory=lambda: {"high": 2, "medium": 4, "low": 8}
+    )
+    default_concern_level: str = "medium"
+    team_funding_limit: float = 10_000
+    committee_only_paragraphs: list[str] = Field(default_factory=lambda: ["BL § 47"])
+    child_age_band: tuple[int, int] = (0, 17)
+    min_sector_areas: int = 2
+    legal_basis: dict[str, str] = Field(default_factory=dict)
+    ics_dimensions: dict[str, list[str]] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.country}-v{self.version}"
+
+
+_DK_ICS = {
+    "child_development": [
+        "health",
+        "daycare_school_learning",
+        "development_behaviour",
+        "leisure_friendships",
+    ],
+    "parenting_capacity": [
+        "safe_caring_environment",
+        "stimulation_guidance",
+        "support_for_relationships",
+    ],
+    "family_and_network": [
+        "family_relations_background",
+        "housing_employment_finances",
+        "social_network",
+    ],
+}
+
+DK = Policy(
+    country="DK",
+    timezone="Europe/Copenhagen",
+    default_language="da",
+    legal_basis={
+        "first_contact": "Én familie, én indgang: first contact within 5 working days",
+        "concern_triage": "Barnets Lov §§ 136-137",
+        "reporter_receipt": "Barnets Lov § 134",
+        "pre_meeting_contact": "ICS method: the family meets the team prepared",
+        "assessment": "Barnets Lov § 20, stk. 3 (formerly Serviceloven § 50, stk. 7)",
+        "plan": "Barnets Lov § 91",
+        "family_approval": "Én familie, én indgang: the plan is the family's plan",
+        "first_followup": "Barnets Lov § 95 (formerly Serviceloven § 70)",
+        "followup": "Barnets Lov § 95",
+        "status_meeting": "Én familie, én indgang: status meetings by concern level",
+        "family_checkin": "The family's contact preference",
+        "committee_decision": "Visitation committee decision within 21 days",
+    },
+    ics_dimensions=_DK_ICS,
+)
+
+SE = Policy(
+    country="SE",
+    timezone="Europe/Stockholm",
+    default_language="sv",
+    first_contact_working_days=3,
+    committee_only_paragraphs=["LVU § 2", "LVU § 3", "SoL 4 kap. 1 § placering"],
+    child_age_band=(6, 15),
+    legal_basis={
+        "first_contact": "SIP: work starts without delay (HSL 16 kap. 4 §, SoL 2 kap. 7 §)",
+        "concern_triage": "SoL 11 kap. 1 a §",
+        "reporter_receipt": "SoL 14 kap. 1 c §",
+        "pre_meeting_contact": "BBIC: the family meets the team prepared",
+        "assessment": "SoL 11 kap. 2 §",
+        "plan": "SoL 2 kap. 7 § (SIP)",
+        "family_approval": "SIP: the plan is made with the family",
+        "first_followup": "SIP follow-up",
+        "followup": "SIP follow-up",
+        "status_meeting": "SIP follow-up meetings by concern level",
+        "family_checkin": "The family's contact preference",
+        "committee_decision": "Nämnd decision within 21 days",
+    },
+    ics_dimensions={
+        "child_development": ["health", "education", "emotional_behavioural_development",
+                              "identity", "family_social_relationships", "social_presentation",
+                              "self_care_skills"],
+        "parenting_capacity": ["basic_care", "ensuring_safety", "emotional_warmth",
+                               "stimulation", "guidance_boundaries", "stability"],
+        "family_and_network": ["family_history", "wider_family", "housing", "employment",
+                               "income", "family_social_integration", "community_resources"],
+    },
+)
+
+POLICIES: dict[str, Policy] = {p.key: p for p in (DK, SE)}
+CURRENT: dict[str, Policy] = {"DK": DK, "SE": SE}
+
+
+def current_policy(country: str) -> Policy:
+    try:
+        return CURRENT[country.upper()]
+    except KeyError:
+        raise ValueError(f"No policy for country {country!r}; known: DK, SE") from None
+
+
+def policy_by_key(key: str) -> Policy:
+    return POLICIES[key]

@@ -1,0 +1,486 @@
+"""The case: plain pydantic models (stdlib types only), shared by workflow, activities and API.
+
+No default_factory here may call the clock or a random source: these models are built inside
+the workflow sandbox with pass-through imports (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+
+class Stage(StrEnum):
+    referred = "referred"
+    coordinator_assigned = "coordinator_assigned"
+    team_formed = "team_formed"
+    assessment = "assessment"
+    planning = "planning"
+    escalated = "escalated"
+    active = "active"
+    closed = "closed"
+
+
+OPEN_STAGES = [s for s in Stage if s is not Stage.closed]
+
+
+class Source(StrEnum):
+    school = "school"
+    health = "health"
+    parent = "parent"
+    social_services = "social_services"
+    other = "other"
+
+
+class ReferralKind(StrEnum):
+    application = "application"
+    concern_report = "concern_report"
+    referral = "referral"
+
+
+class MemberRole(StrEnum):
+    child = "child"
+    parent = "parent"
+    sibling = "sibling"
+    other = "other"
+
+
+class ContactPreference(StrEnum):
+    close = "close"
+    normal = "normal"
+    space = "space"
+
+
+class ContactKind(StrEnum):
+    phone = "phone"
+    home_visit = "home_visit"
+    meeting = "meeting"
+    message = "message"
+
+
+class VoteValue(StrEnum):
+    agree = "agree"
+    disagree = "disagree"
+
+
+class GoalStatus(StrEnum):
+    not_started = "not_started"
+    on_track = "on_track"
+    at_risk = "at_risk"
+    achieved = "achieved"
+    dropped = "dropped"
+
+
+class CloseReason(StrEnum):
+    goals_reached = "goals_reached"
+    family_withdrew = "family_withdrew"
+    moved_away = "moved_away"
+    transferred_to_adult_services = "transferred_to_adult_services"
+    duplicate = "duplicate"
+    other = "other"
+
+
+class CommitteeDecisionKind(StrEnum):
+    approved = "approved"
+    approved_with_changes = "approved_with_changes"
+    rejected = "rejected"
+
+
+class DeadlineKind(StrEnum):
+    first_contact = "first_contact"
+    concern_triage = "concern_triage"
+    reporter_receipt = "reporter_receipt"
+    pre_meeting_contact = "pre_meeting_contact"
+    assessment = "assessment"
+    plan = "plan"
+    family_approval = "family_approval"
+    first_followup = "first_followup"
+    followup = "followup"
+    status_meeting = "status_meeting"
+    family_checkin = "family_checkin"
+    committee_decision = "committee_decision"
+
+
+class DeadlineStatus(StrEnum):
+    open = "open"
+    met = "met"
+    overdue = "overdue"
+    cancelled = "cancelled"  # the case closed, or the event it waited for no longer applies
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are a coordinator's typo, refuse them clearly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- referral (POST /cases)
+
+
+class Referral(Strict):
+    source: Source
+    kind: ReferralKind = ReferralKind.application
+    received_at: AwareDatetime
+    reason: NonBlank
+    reporter_is_professional: bool | None = None
+
+
+class FamilyMember(Strict):
+    name: NonBlank
+    role: MemberRole
+    birth_date: date | None = None
+    diagnoses: list[str] = []
+    needs: list[str] = []
+    phone: str | None = None
+    email: str | None = None
+
+
+class Family(Strict):
+    name: NonBlank
+    language: Literal["da", "sv", "en"] | None = None
+    members: list[FamilyMember] = Field(min_length=1)
+
+
+class ExistingContact(Strict):
+    department: NonBlank
+    sector_area: str | None = None
+    caseworker: str | None = None
+
+
+class Consent(Strict):
+    coordinated_handling: bool
+    departments: list[str] = []
+    valid_until: date | None = None
+
+
+class CaseCreate(Strict):
+    referral: Referral
+    family: Family
+    existing_contacts: list[ExistingContact] = []
+    consent: Consent
+    contact_preference: ContactPreference = ContactPreference.normal
+    concern_level: Literal["high", "medium", "low"] | None = None
+
+
+# ---------------------------------------------------------------- command bodies
+
+
+class AssignCoordinator(Strict):
+    coordinator_id: NonBlank
+    override: bool = False
+
+
+class TeamMemberIn(Strict):
+    staff_id: NonBlank
+    discipline: NonBlank
+    department: NonBlank
+
+
+class FormTeam(Strict):
+    members: list[TeamMemberIn] = Field(min_length=1)
+
+
+class RecordContact(Strict):
+    kind: ContactKind
+    at: AwareDatetime
+    notes: str = ""
+
+
+class Triage(Strict):
+    child_in_danger: bool = False
+    urgent_action: bool = False
+    receipt_sent_to_reporter: bool = False
+    notes: str = ""
+
+
+class ScheduleAssessmentMeeting(Strict):
+    at: AwareDatetime
+    location: NonBlank
+    participants: list[str] = Field(min_length=1)
+
+
+class IcsEntry(Strict):
+    dimension: NonBlank
+    strengths: str = ""
+    concerns: str = ""
+    family_view: str = ""
+
+
+class AssessmentContent(Strict):
+    ics: dict[Literal["child_development", "parenting_capacity", "family_and_network"],
+              list[IcsEntry]] = {}
+    child_views: str | None = None
+    child_views_waiver: str | None = None
+    investigations: list[str] = []
+
+
+class Goal(Strict):
+    id: NonBlank
+    text: NonBlank
+    owner: str | None = None
+
+
+class Action(Strict):
+    id: NonBlank
+    goal_id: str | None = None
+    text: NonBlank
+    owner: NonBlank
+    due: date | None = None
+    status: Literal["open", "in_progress", "done"] = "open"
+    member: str | None = None
+
+
+class FundingShare(Strict):
+    department: NonBlank
+    share: float = Field(gt=0, le=1)
+
+
+class Service(Strict):
+    name: NonBlank
+    paragraph: NonBlank
+    department: NonBlank
+    monthly_cost: float = Field(ge=0)
+    funding: list[FundingShare] = []
+
+
+class PlanDraft(Strict):
+    family_goals: list[NonBlank] = Field(min_length=1)
+    goals: list[Goal] = []
+    actions: list[Action] = []
+    services: list[Service] = []
+
+
+class CastVote(Strict):
+    staff_id: NonBlank
+    vote: VoteValue
+    reason: str = ""
+
+
+class FamilyResponse(Strict):
+    approved: bool
+    comment: str = ""
+
+
+class GoalProgress(Strict):
+    goal_id: NonBlank
+    status: GoalStatus
+    note: str = ""
+
+
+class RecordStatusMeeting(Strict):
+    at: AwareDatetime
+    participants: list[str] = Field(min_length=1)
+    minutes: str = ""
+    goal_progress: list[GoalProgress] = []
+    plan_changes: PlanDraft | None = None
+    concern_level: Literal["high", "medium", "low"] | None = None
+    followup_months: int | None = Field(None, ge=1, le=24)
+    followup_reason: str | None = None
+
+
+class CloseCase(Strict):
+    reason: CloseReason
+    note: str = ""
+    outcomes: dict | None = None
+
+
+class CommitteeDecision(Strict):
+    decision: CommitteeDecisionKind
+    notes: str = ""
+    funding: list[FundingShare] = []
+
+
+# ---------------------------------------------------------------- state
+
+
+class Actor(BaseModel):
+    """Who issues a command: resolved by the API from the staff directory."""
+
+    id: str
+    roles: list[str] = []
+
+
+class TeamMember(BaseModel):
+    staff_id: str
+    discipline: str
+    department: str
+
+
+class Deadline(BaseModel):
+    kind: DeadlineKind
+    legal_basis: str = ""
+    due_at: datetime
+    status: DeadlineStatus = DeadlineStatus.open
+    met_at: datetime | None = None
+    occurrence: int = 1
+    # Filled by the deadline engine: reminder instants, ladder steps and what was sent.
+    remind_at: list[datetime] = []
+    ladder: list[str] = []
+    reminders_sent: list[dict] = []
+    owner: str | None = None
+    satisfied_by: str = ""
+
+    def is_open(self) -> bool:
+        return self.status in (DeadlineStatus.open, DeadlineStatus.overdue)
+
+    def status_at(self, now: datetime) -> DeadlineStatus:
+        if self.status is DeadlineStatus.open and self.due_at <= now:
+            return DeadlineStatus.overdue
+        return self.status
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor: str
+    event: str
+    detail: dict = {}
+
+
+class Vote(BaseModel):
+    staff_id: str
+    vote: VoteValue
+    reason: str = ""
+    at: datetime
+
+
+class PlanVersion(BaseModel):
+    version: int
+    family_goals: list[str]
+    goals: list[Goal] = []
+    actions: list[Action] = []
+    services: list[Service] = []
+    created_at: datetime
+    created_by: str
+    votes: list[Vote] = []
+    # pending -> team / committee (decided) or rejected; escalated while the committee has it
+    decision: Literal["pending", "escalated", "team", "committee", "rejected"] = "pending"
+    decided_at: datetime | None = None
+    escalation_reasons: list[str] = []
+    family_approved: bool | None = None
+    family_comment: str = ""
+    status: Literal["draft", "active", "superseded", "rejected"] = "draft"
+    committee_funding: list[FundingShare] = []
+
+
+class EscalationItem(BaseModel):
+    id: str
+    case_id: str
+    plan_version: int
+    reasons: list[str]
+    escalated_at: datetime
+    meeting_at: datetime | None = None
+    status: Literal["waiting", "decided", "withdrawn"] = "waiting"
+    decision: CommitteeDecisionKind | None = None
+    notes: str = ""
+    funding: list[FundingShare] = []
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+
+
+class Contact(BaseModel):
+    kind: ContactKind
+    at: datetime
+    notes: str = ""
+    by: str
+
+
+class AssessmentMeeting(BaseModel):
+    at: datetime
+    location: str
+    participants: list[str]
+
+
+class StatusMeeting(BaseModel):
+    number: int
+    at: datetime
+    participants: list[str]
+    minutes: str = ""
+    goal_progress: list[GoalProgress] = []
+    new_plan_version: int | None = None
+    recorded_by: str
+
+
+class CoordinatorTerm(BaseModel):
+    coordinator_id: str
+    since: datetime
+    until: datetime | None = None
+    assigned_by: str
+    override: bool = False
+
+
+class Closure(BaseModel):
+    reason: CloseReason
+    note: str = ""
+    outcomes: dict | None = None
+    at: datetime
+    by: str
+
+
+class BlockedOn(BaseModel):
+    """What the case waits for, who owes it and since when (DESIGN §3.10)."""
+
+    what: str
+    owner: str | None = None
+    since: datetime
+    next_due_at: datetime | None = None
+
+
+class CaseState(BaseModel):
+    id: str
+    version: int = 0
+    stage: Stage = Stage.referred
+    stage_since: datetime
+    created_at: datetime
+    created_by: str
+    policy_key: str
+    country: str
+    referral: Referral
+    family: Family
+    existing_contacts: list[ExistingContact] = []
+    consent: Consent
+    contact_preference: ContactPreference = ContactPreference.normal
+    concern_level: str = "medium"
+    paused: bool = False
+    coordinator_id: str | None = None
+    coordinator_history: list[CoordinatorTerm] = []
+    team: list[TeamMember] = []
+    contacts: list[Contact] = []
+    assessment_meeting: AssessmentMeeting | None = None
+    assessment: AssessmentContent | None = None
+    assessment_completed_at: datetime | None = None
+    plans: list[PlanVersion] = []
+    escalations: list[EscalationItem] = []
+    status_meetings: list[StatusMeeting] = []
+    measures_started_at: datetime | None = None
+    followup_months: int | None = None
+    deadlines: list[Deadline] = []
+    history: list[HistoryEntry] = []
+    closure: Closure | None = None
+    flags: list[dict] = []
+    blocked_on: BlockedOn | None = None
+
+    @property
+    def plan(self) -> PlanVersion | None:
+        """The plan a reader cares about: the newest draft if one is open, else the active one."""
+        return self.plans[-1] if self.plans else None
+
+    @property
+    def active_plan(self) -> PlanVersion | None:
+        return next((p for p in reversed(self.plans) if p.status == "active"), None)
+
+    @property
+    def team_ids(self) -> list[str]:
+        ids = [self.coordinator_id] if self.coordinator_id else []
+        return ids + [m.staff_id for m in self.team if m.staff_id not in ids]

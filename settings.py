@@ -1,0 +1,43 @@
+"""All configuration in one place (DESIGN §4 "Configuration")."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASK_QUEUE = "onefamily-cases"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    api_host: str = Field("127.0.0.1", validation_alias="ONEFAMILY_API_HOST")
+    api_port: int = Field(8000, validation_alias="ONEFAMILY_API_PORT")
+    data_dir: Path = Field(Path(".data"), validation_alias="ONEFAMILY_DATA_DIR")
+    temporal_port: int = Field(7233, validation_alias="ONEFAMILY_TEMPORAL_PORT")
+    temporal_ui_port: int = Field(8233, validation_alias="ONEFAMILY_TEMPORAL_UI_PORT")
+    temporal_address: str | None = Field(None, validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    country: str = Field("DK", validation_alias="ONEFAMILY_COUNTRY")
+    task_queue: str = Field(TASK_QUEUE, validation_alias="ONEFAMILY_TASK_QUEUE")
+    # An explicit cache so one worker can hold many open cases (DESIGN §7).
+    max_cached_workflows: int = Field(10_000, validation_alias="ONEFAMILY_MAX_CACHED_WORKFLOWS")
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'onefamily.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

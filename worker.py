@@ -1,0 +1,56 @@
+"""The worker: case workflows and their activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.projection import ProjectionActivities
+from models.db import get_engine, migrate
+from settings import Settings, get_settings
+from workflows.case import FamilyCaseWorkflow
+from workflows.client import connect
+
+WORKFLOWS = [FamilyCaseWorkflow]
+
+# Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
+# modules lazily and reads the local time for its defaults, which the sandbox forbids.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("holidays", "domain", "models")
+)
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    projection = ProjectionActivities(get_engine(settings.db_url))
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        workflow_runner=SANDBOX,
+        activities=[projection.project_case],
+        activity_executor=executor,
+        max_cached_workflows=settings.max_cached_workflows,
+        # A malformed payload fails the update, never the workflow task (DESIGN §8).
+        workflow_failure_exception_types=[ValidationError],
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    settings = get_settings()
+    migrate(settings.db_url)
+    client = await connect(settings)
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(client, settings, executor)
+        logging.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_target)
+        await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,293 @@
+"""FamilyCaseWorkflow: the single writer of one case's process state (DESIGN §3, §8).
+
+The workflow only orchestrates: the rules live in `domain.lifecycle`. Every command is an
+Update whose validator runs the rule on a copy of the state, so a refused command leaves no
+trace in the history. Handlers never await, so they cannot interleave.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from domain import deadlines as dl
+    from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case
+    from domain.policy import policy_by_key
+    from models import search
+    from models.case import Actor, CaseState, DeadlineStatus, HistoryEntry, Stage
+    from models.commands import CaseWorkflowInput, CommandInput
+
+PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+
+
+def _refusal_error(refusal: Refusal) -> ApplicationError:
+    return ApplicationError(refusal.message, type=refusal.kind, non_retryable=True)
+
+
+@workflow.defn
+class FamilyCaseWorkflow:
+    @workflow.init
+    def __init__(self, inp: CaseWorkflowInput) -> None:
+        self.inp = inp
+        self.policy = policy_by_key(inp.policy_key)
+        self.projected_version = inp.projected_version
+        if inp.state is not None:
+            self.state = inp.state
+        else:
+            assert inp.create is not None, "a new case needs its referral"
+            self.state = new_case(
+                inp.case_id, inp.create, self._ctx(inp.actor), inp.possible_duplicates
+            )
+        self._search_attributes: dict[str, object] = {}
+
+    def _ctx(self, actor: Actor) -> Ctx:
+        return Ctx(actor=actor, now=workflow.now(), policy=self.policy)
+
+    # ------------------------------------------------------------ main loop
+
+    @workflow.run
+    async def run(self, inp: CaseWorkflowInput) -> CaseState:
+        while True:
+            self._upsert_search_attributes()
+            if self.state.version > self.projected_version:
+                await self._project()
+                continue
+            if self.state.stage is Stage.closed:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self.state.version == self.projected_version:
+                    return self.state
+                continue
+            if self._history_too_long():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if self.state.version > self.projected_version:
+                    await self._project()
+                workflow.continue_as_new(
+                    self.inp.model_copy(
+                        update={
+                            "state": self.state,
+                            "create": None,
+                            "projected_version": self.projected_version,
+                        }
+                    )
+                )
+            await self._sleep_until_change_or_due()
+
+    def _history_too_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.inp.max_history_events
+        )
+
+    async def _sleep_until_change_or_due(self) -> None:
+        version = self.state.version
+        pending = [d.due_at for d in self.state.deadlines if d.status is DeadlineStatus.open]
+        timeout = None
+        if pending:
+            timeout = max((min(pending) - workflow.now()).total_seconds(), 0) + 1
+        try:
+            await workflow.wait_condition(
+                lambda: self.state.version != version or self._history_too_long(),
+                timeout=timedelta(seconds=timeout) if timeout is not None else None,
+            )
+        except TimeoutError:
+            self._mark_overdue()
+
+    def _mark_overdue(self) -> None:
+        """A deadline that passed unmet marks the case overdue (reminders and the ladder
+        come with the deadline engine)."""
+        now = workflow.now()
+        fired = [d for d in self.state.deadlines if d.status is DeadlineStatus.open and d.due_at <= now]
+        for d in fired:
+            d.status = DeadlineStatus.overdue
+            self.state.history.append(
+                HistoryEntry(
+                    at=now,
+                    actor="system",
+                    event="deadline_overdue",
+                    detail={"kind": d.kind.value, "due_at": d.due_at.isoformat()},
+                )
+            )
+        if fired:
+            self.state.version += 1
+            self.state.blocked_on = blocked_on(self.state)
+
+    async def _project(self) -> None:
+        version = self.state.version
+        try:
+            await workflow.execute_activity(
+                "project_case",
+                self.state,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(hours=1),
+                retry_policy=PROJECTION_RETRY,
+            )
+        except ActivityError:
+            # The read model is behind; the next change (or this retry timer) projects again.
+            workflow.logger.warning("projection failed for version %s", version)
+            await workflow.sleep(timedelta(minutes=5))
+            return
+        self.projected_version = max(self.projected_version, version)
+
+    def _upsert_search_attributes(self) -> None:
+        state = self.state
+        due = dl.next_due(state)
+        wanted: dict[str, object] = {
+            search.STAGE.name: state.stage.value,
+            search.COORDINATOR.name: state.coordinator_id or "",
+            search.NEXT_DEADLINE.name: due,
+            search.OVERDUE.name: any(d.status is DeadlineStatus.overdue for d in state.deadlines),
+            search.BLOCKED_ON.name: state.blocked_on.what if state.blocked_on else "",
+        }
+        if wanted == self._search_attributes:
+            return
+        updates = [
+            search.STAGE.value_set(state.stage.value),
+            search.COORDINATOR.value_set(state.coordinator_id or ""),
+            search.OVERDUE.value_set(bool(wanted[search.OVERDUE.name])),
+            search.BLOCKED_ON.value_set(str(wanted[search.BLOCKED_ON.name])),
+            search.NEXT_DEADLINE.value_set(due) if due else search.NEXT_DEADLINE.value_unset(),
+        ]
+        workflow.upsert_search_attributes(updates)
+        self._search_attributes = wanted
+
+    # ------------------------------------------------------------ queries and updates
+
+    @workflow.query
+    def case(self) -> CaseState:
+        return self.state
+
+    @workflow.update
+    def snapshot(self) -> CaseState:
+        """No-op update used with update-with-start, so creating a case answers with it."""
+        return self.state
+
+    def _validate(self, name: str, inp: CommandInput) -> None:
+        try:
+            execute(self.state.model_copy(deep=True), name, inp, self._ctx(inp.actor))
+        except Refusal as refusal:
+            raise _refusal_error(refusal) from None
+        except ValidationError as error:
+            raise ApplicationError(
+                f"Invalid {name} body: {error.error_count()} error(s)", type="invalid",
+                non_retryable=True,
+            ) from None
+
+    def _apply(self, name: str, inp: CommandInput) -> CaseState:
+        candidate = self.state.model_copy(deep=True)
+        try:
+            execute(candidate, name, inp, self._ctx(inp.actor))
+        except Refusal as refusal:  # state changed since validation: refuse, change nothing
+            raise _refusal_error(refusal) from None
+        self.state = candidate
+        return self.state
+
+    @workflow.update
+    def assign_coordinator(self, inp: CommandInput) -> CaseState:
+        return self._apply("assign_coordinator", inp)
+
+    @assign_coordinator.validator
+    def _v_assign_coordinator(self, inp: CommandInput) -> None:
+        self._validate("assign_coordinator", inp)
+
+    @workflow.update
+    def form_team(self, inp: CommandInput) -> CaseState:
+        return self._apply("form_team", inp)
+
+    @form_team.validator
+    def _v_form_team(self, inp: CommandInput) -> None:
+        self._validate("form_team", inp)
+
+    @workflow.update
+    def record_contact(self, inp: CommandInput) -> CaseState:
+        return self._apply("record_contact", inp)
+
+    @record_contact.validator
+    def _v_record_contact(self, inp: CommandInput) -> None:
+        self._validate("record_contact", inp)
+
+    @workflow.update
+    def triage(self, inp: CommandInput) -> CaseState:
+        return self._apply("triage", inp)
+
+    @triage.validator
+    def _v_triage(self, inp: CommandInput) -> None:
+        self._validate("triage", inp)
+
+    @workflow.update
+    def schedule_assessment_meeting(self, inp: CommandInput) -> CaseState:
+        return self._apply("schedule_assessment_meeting", inp)
+
+    @schedule_assessment_meeting.validator
+    def _v_schedule_assessment_meeting(self, inp: CommandInput) -> None:
+        self._validate("schedule_assessment_meeting", inp)
+
+    @workflow.update
+    def put_assessment(self, inp: CommandInput) -> CaseState:
+        return self._apply("put_assessment", inp)
+
+    @put_assessment.validator
+    def _v_put_assessment(self, inp: CommandInput) -> None:
+        self._validate("put_assessment", inp)
+
+    @workflow.update
+    def complete_assessment(self, inp: CommandInput) -> CaseState:
+        return self._apply("complete_assessment", inp)
+
+    @complete_assessment.validator
+    def _v_complete_assessment(self, inp: CommandInput) -> None:
+        self._validate("complete_assessment", inp)
+
+    @workflow.update
+    def put_plan(self, inp: CommandInput) -> CaseState:
+        return self._apply("put_plan", inp)
+
+    @put_plan.validator
+    def _v_put_plan(self, inp: CommandInput) -> None:
+        self._validate("put_plan", inp)
+
+    @workflow.update
+    def vote(self, inp: CommandInput) -> CaseState:
+        return self._apply("vote", inp)
+
+    @vote.validator
+    def _v_vote(self, inp: CommandInput) -> None:
+        self._validate("vote", inp)
+
+    @workflow.update
+    def family_response(self, inp: CommandInput) -> CaseState:
+        return self._apply("family_response", inp)
+
+    @family_response.validator
+    def _v_family_response(self, inp: CommandInput) -> None:
+        self._validate("family_response", inp)
+
+    @workflow.update
+    def committee_decision(self, inp: CommandInput) -> CaseState:
+        return self._apply("committee_decision", inp)
+
+    @committee_decision.validator
+    def _v_committee_decision(self, inp: CommandInput) -> None:
+        self._validate("committee_decision", inp)
+
+    @workflow.update
+    def status_meeting(self, inp: CommandInput) -> CaseState:
+        return self._apply("status_meeting", inp)
+
+    @status_meeting.validator
+    def _v_status_meeting(self, inp: CommandInput) -> None:
+        self._validate("status_meeting", inp)
+
+    @workflow.update
+    def close(self, inp: CommandInput) -> CaseState:
+        return self._apply("close", inp)
+
+    @close.validator
+    def _v_close(self, inp: CommandInput) -> None:
+        self._validate("close", inp)
