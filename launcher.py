@@ -248,9 +248,7 @@ async def wait_for_temporal(
             alive()
         try:
             if client is None:
-                client = await asyncio.wait_for(
-                    Client.connect(target, namespace=namespace), timeout=5
-                )
+                client = await asyncio.wait_for(Client.connect(target, namespace=namespace), timeout=5)
             missing = await _missing_search_attributes(client, namespace)
             if not missing:
                 return client
@@ -263,8 +261,7 @@ async def wait_for_temporal(
             last_error = e
         await asyncio.sleep(0.25)
     raise LauncherError(
-        f"Temporal at {target} (namespace {namespace!r}) not ready after {timeout:.0f} s: "
-        f"{last_error!r}"
+        f"Temporal at {target} (namespace {namespace!r}) not ready after {timeout:.0f} s: {last_error!r}"
     )
 
 
@@ -280,8 +277,7 @@ async def _missing_search_attributes(client: Client, namespace: str) -> list[str
         elif have != _INDEXED_TYPES[cli_type]:
             # Won't fix itself: the attribute type can't be changed in place.
             raise LauncherError(
-                f"search attribute {name} exists with type "
-                f"{IndexedValueType.Name(have)}, expected {cli_type}"
+                f"search attribute {name} exists with type {IndexedValueType.Name(have)}, expected {cli_type}"
             )
     return missing
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client, WithStartWorkflowOperation
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from activities.projection import open_case_ids_for_person
@@ -66,6 +66,9 @@ class Commands:
 
     async def run(self, case_id: str, name: str, inp: CommandInput) -> dict:
         _check_case_id(case_id)
+        # Give the database connection back before waiting on the case: commands queue per
+        # case, and a held connection per queued request would drain the pool.
+        self.session.close()
         state = await send(self.client, self.engine, case_id, name, inp, self.idempotency_key)
         return case_view(state, utcnow())
 
@@ -122,7 +125,7 @@ async def register_referral(
         id=workflow_id(case_id),
         task_queue=cmd.settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([search.STAGE.value_set(Stage.referred.value)]),
+        search_attributes=TypedSearchAttributes([SearchAttributePair(search.STAGE, Stage.referred.value)]),
     )
     try:
         state = await cmd.client.execute_update_with_start_workflow(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from fastapi import Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
@@ -52,6 +52,7 @@ class Caller:
         return Actor(id=row.id, roles=list(row.roles))
 
 
-def get_caller(request: Request, x_user: str | None = Header(None)) -> Iterator[Caller]:
-    with Session(request.app.state.engine) as session:
-        yield Caller(user_id=x_user, session=session)
+def get_caller(
+    x_user: str | None = Header(None), session: Session = Depends(get_session)
+) -> Caller:
+    return Caller(user_id=x_user, session=session)

@@ -18,7 +18,10 @@ def get_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20, max_overflow=20,
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record) -> None:  # WAL: readers never block the projection writer

@@ -41,9 +41,7 @@ async def test_embedded_temporal_restarts_on_same_db(tmp_path: Path) -> None:
 
         # External-server path: a missing attribute gets registered again.
         await client.operator_service.remove_search_attributes(
-            RemoveSearchAttributesRequest(
-                namespace=server.namespace, search_attributes=[STAGE.name]
-            )
+            RemoveSearchAttributesRequest(namespace=server.namespace, search_attributes=[STAGE.name])
         )
         client = await wait_for_temporal(server.target, server.namespace, register=True)
         assert set(CLI_TYPES) <= await _custom_attributes(client, server.namespace)

@@ -1,0 +1,92 @@
+"""The whole system as `make run` starts it, for end-to-end tests and the benchmark:
+the real dev server, the worker and the API as separate processes on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from launcher import EmbeddedTemporal, free_port, spawn, stop_process
+from models.db import migrate
+from settings import Settings
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    temporal: EmbeddedTemporal = field(init=False)
+    api_port: int = field(default_factory=free_port)
+    worker_proc: object = None
+    api_proc: object = None
+
+    def __post_init__(self) -> None:
+        self.temporal = EmbeddedTemporal(self.data_dir, free_port(), free_port())
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            ONEFAMILY_DATA_DIR=str(self.data_dir),
+            ONEFAMILY_API_PORT=str(self.api_port),
+            TEMPORAL_ADDRESS=self.temporal.target,
+            TEMPORAL_NAMESPACE=self.temporal.namespace,
+        )
+        env.pop("DATABASE_URL", None)
+        return env
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(ONEFAMILY_DATA_DIR=str(self.data_dir), TEMPORAL_ADDRESS=self.temporal.target)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _log(self, name: str):
+        return open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.temporal.start()
+        await self.temporal.wait_ready()
+        migrate(self.settings.db_url)
+        self.start_worker()
+        log = self._log("api")
+        self.api_proc = spawn(
+            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+             "--port", str(self.api_port)],
+            env=self.env, stdout=log, stderr=log,
+        )
+        await self.wait_ready()
+
+    def start_worker(self) -> None:
+        log = self._log("worker")
+        self.worker_proc = spawn([sys.executable, "-m", "worker"], env=self.env, stdout=log, stderr=log)
+
+    def kill_worker(self) -> None:
+        self.worker_proc.kill()  # SIGKILL: no graceful shutdown
+        self.worker_proc.wait()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"API not ready; see {self.data_dir}/api.log")
+
+    def stop(self) -> None:
+        for proc in (self.api_proc, self.worker_proc):
+            if proc is not None:
+                stop_process(proc)
+        self.temporal.stop()

@@ -1,0 +1,269 @@
+"""End to end over HTTP against the real dev server, worker and API processes: the README's
+walk-through, bad input, a worker killed mid-case, and the dev server restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e_stack import Stack
+from tests.factories import case_create_body
+
+STAFF = [
+    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "bo", "name": "Bo Holm", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
+     "department": "adult_services", "roles": ["team_member"]},
+    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
+     "department": "children_disability", "roles": ["manager"]},
+    {"id": "board", "name": "Committee", "discipline": "other",
+     "department": "administration", "roles": ["committee"]},
+]
+
+PLAN = {
+    "family_goals": ["Emil goes to school every day"],
+    "goals": [{"id": "g1", "text": "Emil attends school 5 days a week by March", "owner": "anna"}],
+    "actions": [{"id": "a1", "goal_id": "g1", "text": "School adapts the timetable",
+                 "owner": "school", "due": "2027-01-15"}],
+    "services": [{"name": "Family therapy", "paragraph": "BL § 32",
+                  "department": "children_disability", "monthly_cost": 12000,
+                  "funding": [{"department": "children_disability", "share": 0.5},
+                              {"department": "adult_services", "share": 0.5}]}],
+}
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = Stack(Path(tmp_path_factory.mktemp("e2e")) / "data")
+    try:
+        await s.start()
+        async with httpx.AsyncClient(base_url=s.base_url, headers={"X-User": "admin"}) as c:
+            for person in STAFF:
+                assert (await c.post("/api/v1/staff", json=person)).status_code == 201
+        yield s
+    finally:
+        s.stop()
+
+
+def http(stack: Stack, user: str = "anna") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", headers={"X-User": user},
+                             timeout=60)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat()
+
+
+async def poll(fn, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await fn()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.2)
+
+
+async def new_case(c: httpx.AsyncClient, **referral) -> dict:
+    r = await c.post("/cases", json=case_create_body(**referral))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def to_planning(stack: Stack, case_id: str, assign: bool = True) -> None:
+    async with http(stack, "mia") as m, http(stack) as a:
+        if assign:
+            r = await m.post(f"/cases/{case_id}/coordinator", json={"coordinator_id": "anna"})
+            assert r.status_code == 200, r.text
+        r = await a.post(f"/cases/{case_id}/team", json={"members": [
+            {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}]})
+        assert r.status_code == 200, r.text
+        now = datetime.now(UTC)
+        r = await a.post(f"/cases/{case_id}/contacts", json={"kind": "phone", "at": iso(now)})
+        assert r.status_code == 200, r.text
+        r = await a.post(f"/cases/{case_id}/assessment/meeting", json={
+            "at": iso(now + timedelta(days=3)), "location": "Town hall",
+            "participants": ["anna", "ole", "family"]})
+        assert r.status_code == 200 and r.json()["stage"] == "assessment", r.text
+        r = await a.put(f"/cases/{case_id}/assessment", json={
+            "ics": {"child_development": [{"dimension": "health", "concerns": "stomach aches"}]},
+            "child_views": "Emil wants to go to school without stomach aches."})
+        assert r.status_code == 200, r.text
+        r = await a.post(f"/cases/{case_id}/assessment/complete")
+        assert r.status_code == 200 and r.json()["stage"] == "planning", r.text
+
+
+async def test_walkthrough(stack: Stack) -> None:
+    async with http(stack, "admin") as admin, http(stack) as anna, http(stack, "ole") as ole, \
+            http(stack, "board") as board:
+        body = case_create_body()
+        r1 = await admin.post("/cases", json=body, headers={"Idempotency-Key": "walk-1"})
+        r2 = await admin.post("/cases", json=body, headers={"Idempotency-Key": "walk-1"})
+        assert r1.status_code == r2.status_code == 201
+        case = r1.json()
+        assert r2.json()["id"] == case["id"], "the same Idempotency-Key creates one case"
+        assert case["stage"] == "referred"
+        kinds = {d["kind"]: d for d in case["deadlines"]}
+        assert {"first_contact", "assessment"} <= set(kinds)
+        assert kinds["assessment"]["due_at"].startswith("2027-03-20")
+        cid = case["id"]
+
+        await to_planning(stack, cid)
+        r = await anna.put(f"/cases/{cid}/plan", json=PLAN)
+        assert r.status_code == 200 and r.json()["plan"]["version"] == 1
+        assert (await anna.post(f"/cases/{cid}/plan/votes",
+                                json={"staff_id": "anna", "vote": "agree"})).status_code == 200
+        r = await ole.post(f"/cases/{cid}/plan/votes", json={"staff_id": "ole", "vote": "agree"})
+        # 12000 jointly funded > team_funding_limit 10000: the committee decides.
+        assert r.status_code == 200 and r.json()["stage"] == "escalated", r.text
+        item_id = r.json()["escalations"][-1]["id"]
+
+        async def on_agenda():
+            items = (await board.get("/committee/agenda")).json()["items"]
+            return [i for i in items if i["id"] == item_id]
+        assert await poll(on_agenda), "the escalation must reach the committee agenda"
+
+        r = await board.post(f"/committee/items/{item_id}/decision", json={
+            "decision": "approved", "notes": "Approved",
+            "funding": [{"department": "children_disability", "share": 0.6},
+                        {"department": "adult_services", "share": 0.4}]})
+        assert r.status_code == 200 and r.json()["stage"] == "planning", r.text
+        r = await anna.post(f"/cases/{cid}/plan/family-response",
+                            json={"approved": True, "comment": "This is our plan"})
+        assert r.status_code == 200 and r.json()["stage"] == "active", r.text
+
+        r = await anna.post(f"/cases/{cid}/status-meetings", json={
+            "at": iso(datetime.now(UTC)), "participants": ["anna", "ole", "family"],
+            "minutes": "Good progress", "goal_progress": [{"goal_id": "g1", "status": "on_track"}]})
+        assert r.status_code == 200 and len(r.json()["status_meetings"]) == 1
+
+        async def listed():
+            r = await anna.get("/cases", params={"stage": "active", "coordinator_id": "anna",
+                                                 "q": "jensen"})
+            return [i for i in r.json()["items"] if i["id"] == cid]
+        assert await poll(listed), "the read model lists the active case"
+
+        r = await anna.post(f"/cases/{cid}/close", json={"reason": "goals_reached"})
+        assert r.status_code == 200 and r.json()["stage"] == "closed"
+        r = await anna.post(f"/cases/{cid}/contacts", json={"kind": "phone",
+                                                           "at": iso(datetime.now(UTC))})
+        assert r.status_code == 409, r.text
+        r = await anna.get(f"/cases/{cid}")
+        assert r.status_code == 200 and r.json()["stage"] == "closed"
+        assert [h["event"] for h in r.json()["history"]][-1] == "stage_changed"
+
+
+async def test_bad_input_gets_clear_4xx(stack: Stack) -> None:
+    async with http(stack, "admin") as admin, http(stack) as anna, http(stack, "bo") as bo, \
+            http(stack, "ole") as ole:
+        r = await admin.post("/cases", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "not valid" in r.json()["detail"]
+        bad = case_create_body()
+        bad["referral"]["received_at"] = "yesterday"
+        r = await admin.post("/cases", json=bad)
+        assert r.status_code == 422 and "received_at" in r.json()["detail"]
+        async with http(stack, "nobody") as nobody:
+            r = await nobody.post("/cases", json=case_create_body())
+            assert r.status_code == 401 and "nobody" in r.json()["detail"]
+            # 422 comes before 401 in the contract's order.
+            assert (await nobody.post("/cases", json={})).status_code == 422
+        r = await anna.post("/cases/00000000-0000-0000-0000-000000000000/team",
+                            json={"members": [{"staff_id": "ole", "discipline": "x",
+                                               "department": "y"}]})
+        assert r.status_code == 404
+        assert (await anna.get("/cases/not-a-uuid")).status_code == 404
+
+        cid = (await new_case(admin))["id"]
+        r = await anna.post(f"/cases/{cid}/team", json={"members": [
+            {"staff_id": "ole", "discipline": "x", "department": "y"}]})
+        assert r.status_code == 403, r.text  # not (yet) the coordinator
+        r = await admin.post(f"/cases/{cid}/coordinator", json={"coordinator_id": "ghost"})
+        assert r.status_code == 422 and "ghost" in r.json()["detail"]
+        r = await admin.post(f"/cases/{cid}/coordinator", json={"coordinator_id": "anna"})
+        assert r.status_code == 200
+        r = await bo.post(f"/cases/{cid}/coordinator", json={"coordinator_id": "bo"})
+        assert r.status_code == 403 and "manager" in r.json()["detail"]
+        r = await anna.post(f"/cases/{cid}/assessment/complete")
+        assert r.status_code == 409 and "coordinator_assigned" in r.json()["detail"]
+        r = await anna.post(f"/cases/{cid}/team", json={"members": [
+            {"staff_id": "ghost", "discipline": "x", "department": "y"}]})
+        assert r.status_code == 422 and "ghost" in r.json()["detail"]
+        r = await anna.post(f"/cases/{cid}/team", json={"members": [
+            {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}],
+            "extra": 1})
+        assert r.status_code == 422
+        assert (await bo.get(f"/cases/{cid}")).status_code == 403
+
+        await to_planning(stack, cid, assign=False)
+        assert (await anna.put(f"/cases/{cid}/plan", json=PLAN)).status_code == 200
+        r = await bo.post(f"/cases/{cid}/plan/votes", json={"staff_id": "bo", "vote": "agree"})
+        assert r.status_code == 403 and "core team" in r.json()["detail"]
+        r = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "ole", "vote": "agree"})
+        assert r.status_code == 403, r.text  # a vote is cast by the voter
+        ok = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "anna", "vote": "agree"})
+        assert ok.status_code == 200
+        r = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "anna", "vote": "agree"})
+        assert r.status_code == 409 and "already voted" in r.json()["detail"]
+        r = await ole.post(f"/cases/{cid}/plan/votes", json={"staff_id": "ole", "vote": "maybe"})
+        assert r.status_code == 422
+        # Nothing half-applied: the refused commands left the case as it was.
+        after = (await anna.get(f"/cases/{cid}")).json()
+        assert after["version"] == ok.json()["version"]
+
+
+async def test_twenty_concurrent_commands_to_one_case(stack: Stack) -> None:
+    async with http(stack, "admin") as admin, http(stack) as anna:
+        cid = (await new_case(admin))["id"]
+        assert (await admin.post(f"/cases/{cid}/coordinator",
+                                 json={"coordinator_id": "anna"})).status_code == 200
+        now = datetime.now(UTC)
+        results = await asyncio.gather(*[
+            anna.post(f"/cases/{cid}/contacts", json={"kind": "phone", "at": iso(now),
+                                                      "notes": f"call {n}"})
+            for n in range(20)])
+        assert [r.status_code for r in results] == [200] * 20
+        assert len((await anna.get(f"/cases/{cid}")).json()["contacts"]) == 20
+
+
+async def test_worker_killed_mid_case_continues(stack: Stack) -> None:
+    async with http(stack, "admin") as admin, http(stack) as anna:
+        cid = (await new_case(admin))["id"]
+        await to_planning(stack, cid)
+        stack.kill_worker()
+        pending = asyncio.create_task(anna.put(f"/cases/{cid}/plan", json=PLAN))
+        await asyncio.sleep(1.0)
+        assert not pending.done(), "with no worker the command waits, it is not lost"
+        stack.start_worker()
+        r = await pending
+        assert r.status_code == 200 and r.json()["plan"]["version"] == 1, r.text
+        case = (await anna.get(f"/cases/{cid}")).json()
+        assert case["stage"] == "planning" and case["assessment_completed_at"]
+
+
+async def test_dev_server_restart_keeps_cases(stack: Stack) -> None:
+    async with http(stack, "admin") as admin, http(stack) as anna:
+        cid = (await new_case(admin))["id"]
+        assert (await admin.post(f"/cases/{cid}/coordinator",
+                                 json={"coordinator_id": "anna"})).status_code == 200
+        before = (await anna.get(f"/cases/{cid}")).json()
+        stack.temporal.stop()
+        stack.temporal.start()
+        await stack.temporal.wait_ready()
+        await stack.wait_ready()
+
+        async def readable():
+            r = await anna.get(f"/cases/{cid}")
+            return r.json() if r.status_code == 200 else None
+        after = await poll(readable, timeout=60)
+        assert after and after["version"] == before["version"]
+        assert after["deadlines"] == before["deadlines"]
+        r = await anna.post(f"/cases/{cid}/team", json={"members": [
+            {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}]})
+        assert r.status_code == 200 and r.json()["stage"] == "team_formed", r.text
