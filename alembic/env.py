@@ -1,6 +1,8 @@
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import models.tables_outbox  # noqa: F401
+import models.tables_reporting  # noqa: F401
 from alembic import context
 from models.db import get_engine
 

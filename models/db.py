@@ -48,4 +48,4 @@ def migrate(url: str) -> None:
     from alembic import command
 
     get_engine(url)  # creates the SQLite directory
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "heads")

@@ -1,0 +1,1 @@
+"""Read-model tables (see models/tables.py); filled in by the outbox work."""
