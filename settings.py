@@ -24,8 +24,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     country: str = Field("DK", validation_alias="ONEFAMILY_COUNTRY")
     task_queue: str = Field(TASK_QUEUE, validation_alias="ONEFAMILY_TASK_QUEUE")
+    policy_file: str | None = Field(None, validation_alias="ONEFAMILY_POLICY_FILE")
+    committee_id: str = Field("main", validation_alias="ONEFAMILY_COMMITTEE_ID")
     # An explicit cache so one worker can hold many open cases (DESIGN §7).
     max_cached_workflows: int = Field(10_000, validation_alias="ONEFAMILY_MAX_CACHED_WORKFLOWS")
+    # Encrypt Temporal payloads (health data) at rest; keys: workflows/codec.py.
+    encrypt_payloads: bool = Field(True, validation_alias="ONEFAMILY_ENCRYPT_PAYLOADS")
 
     @property
     def temporal_target(self) -> str:

@@ -11,13 +11,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.committee import CommitteeActivities
 from activities.projection import ProjectionActivities
 from models.db import get_engine, migrate
 from settings import Settings, get_settings
 from workflows.case import FamilyCaseWorkflow
 from workflows.client import connect
+from workflows.committee import VisitationCommitteeWorkflow
 
-WORKFLOWS = [FamilyCaseWorkflow]
+WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow]
 
 # Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
 # modules lazily and reads the local time for its defaults, which the sandbox forbids.
@@ -27,13 +29,19 @@ SANDBOX = SandboxedWorkflowRunner(
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
-    projection = ProjectionActivities(get_engine(settings.db_url))
+    engine = get_engine(settings.db_url)
+    projection = ProjectionActivities(engine)
+    committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         workflow_runner=SANDBOX,
-        activities=[projection.project_case],
+        activities=[
+            projection.project_case,
+            committee.committee_item_changed,
+            committee.committee_meeting_held,
+        ],
         activity_executor=executor,
         max_cached_workflows=settings.max_cached_workflows,
         # A malformed payload fails the update, never the workflow task (DESIGN §8).

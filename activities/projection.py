@@ -59,6 +59,7 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
         for m in state.family.members:
             session.add(CasePersonRow(case_id=state.id, person_key=person_key(m.name, m.birth_date)))
     for item in state.escalations:
+        plan = next((p for p in state.plans if p.version == item.plan_version), None)
         existing = session.get(CommitteeItemRow, item.id)
         values = dict(
             case_id=item.case_id,
@@ -69,6 +70,8 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
             status=item.status,
             decision=item.decision.value if item.decision else None,
             decided_at=item.decided_at,
+            funding=[f.model_dump() for f in item.funding],
+            monthly_total=sum(s.monthly_cost for s in plan.services) if plan else 0,
         )
         if existing is None:
             session.add(CommitteeItemRow(id=item.id, **values))

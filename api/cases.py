@@ -18,10 +18,10 @@ from activities.projection import open_case_ids_for_person
 from api import examples
 from api.deps import Caller, get_caller, get_client, get_engine_dep, get_session, get_settings_dep
 from api.gateway import live_state, send, utcnow, workflow_id
+from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
 from api.views import case_view
 from domain.lifecycle import is_manager
-from domain.policy import current_policy
 from models import search
 from models.case import (
     Actor,
@@ -31,9 +31,12 @@ from models.case import (
     CaseState,
     CastVote,
     CloseCase,
+    ExtendAssessment,
     FamilyResponse,
     FormTeam,
+    PauseCase,
     PlanDraft,
+    ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
@@ -116,8 +119,8 @@ async def register_referral(
         {cid for m in body.family.members
          for cid in open_case_ids_for_person(cmd.session, m.name, m.birth_date) if cid != case_id}
     )
-    policy = current_policy(cmd.settings.country)
-    inp = CaseWorkflowInput(case_id=case_id, policy_key=policy.key, actor=actor, create=body,
+    policy = latest_policy(cmd.session, cmd.settings.country)
+    inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
                             possible_duplicates=duplicates)
     start = WithStartWorkflowOperation(
         FamilyCaseWorkflow.run,
@@ -177,7 +180,7 @@ async def assign_coordinator(case_id: str, body: AssignCoordinator, cmd: Cmd) ->
         raise HTTPException(422, f"Unknown staff id '{body.coordinator_id}'.")
     if "coordinator" not in row.roles:
         raise HTTPException(422, f"'{body.coordinator_id}' does not have the coordinator role.")
-    cap = current_policy(cmd.settings.country).caseload_cap
+    cap = latest_policy(cmd.session, cmd.settings.country).caseload_cap
     load = open_caseloads(cmd.session).get(body.coordinator_id, 0)
     suggestion = least_loaded(cmd.session, cap, exclude=body.coordinator_id) if load >= cap else None
     inp = CommandInput(actor=actor, body=_body(body), coordinator_load=load, suggestion=suggestion)
@@ -251,7 +254,42 @@ async def family_response(case_id: str, body: FamilyResponse, cmd: Cmd) -> dict:
 @router.post("/{case_id}/status-meetings")
 async def status_meeting(case_id: str, body: RecordStatusMeeting, cmd: Cmd) -> dict:
     actor = cmd.caller.require()
-    return await cmd.run(case_id, "status_meeting", CommandInput(actor=actor, body=_body(body)))
+    policy = None
+    if body.policy_version is not None:
+        policy = policy_version(cmd.session, cmd.settings.country, body.policy_version)
+        if policy is None:
+            raise HTTPException(422, f"There is no policy version {body.policy_version}.")
+    inp = CommandInput(actor=actor, body=_body(body), policy=policy)
+    return await cmd.run(case_id, "status_meeting", inp)
+
+
+@router.post("/{case_id}/pause")
+async def pause(case_id: str, body: PauseCase, cmd: Cmd) -> dict:
+    """The family asked for a break, or the case waits for the family (e.g. consent): the
+    clocks the policy pauses stop, recorded; statutory clocks keep running."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "pause", CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/resume")
+async def resume(case_id: str, cmd: Cmd) -> dict:
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "resume", CommandInput(actor=actor))
+
+
+@router.post("/{case_id}/assessment/provisional")
+async def provisional_assessment(case_id: str, body: ProvisionalAssessmentIn, cmd: Cmd) -> dict:
+    """The recorded provisional assessment the law asks for when the deadline is missed."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "provisional_assessment",
+                         CommandInput(actor=actor, body=_body(body)))
+
+
+@router.post("/{case_id}/assessment/extension")
+async def extend_assessment(case_id: str, body: ExtendAssessment, cmd: Cmd) -> dict:
+    """Sweden: the committee (nämnd) extends the assessment deadline by a recorded decision."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "extend_assessment", CommandInput(actor=actor, body=_body(body)))
 
 
 @router.post("/{case_id}/close")

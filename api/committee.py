@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException
+from sqlmodel import select
 
 from api.cases import Cmd
 from api.readmodel import committee_items
 from models.case import CommitteeDecision
 from models.commands import CommandInput
+from models.tables import CommitteeItemRow, CommitteeMeetingRow
 
 router = APIRouter(prefix="/api/v1/committee", tags=["committee"])
 
@@ -44,3 +46,35 @@ async def decide(item_id: str, body: CommitteeDecision, cmd: Cmd) -> dict:
         raise HTTPException(404, f"No committee item '{item_id}'.")
     inp = CommandInput(actor=actor, body=body.model_dump(mode="json"), item_id=item_id)
     return await cmd.run(case_id, "committee_decision", inp)
+
+
+@router.get("/meetings")
+def meetings(cmd: Cmd, limit: int = 20) -> dict:
+    """Held meetings with their frozen agendas, newest first."""
+    cmd.caller.require()
+    rows = cmd.session.exec(
+        select(CommitteeMeetingRow).order_by(CommitteeMeetingRow.at.desc()).limit(min(limit, 200))
+    ).all()
+    items = [{"id": r.id, "committee_id": r.committee_id, "number": r.number, "at": r.at,
+              "item_ids": r.item_ids} for r in rows]
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/funding")
+def funding(cmd: Cmd) -> dict:
+    """Joint funding the committee decided, per department and month of decision: the plan's
+    monthly cost times each department's decided share."""
+    cmd.caller.require()
+    rows = cmd.session.exec(
+        select(CommitteeItemRow).where(CommitteeItemRow.status == "decided",
+                                       CommitteeItemRow.decision != "rejected")
+    ).all()
+    totals: dict[tuple[str, str], float] = {}
+    for row in rows:
+        month = row.decided_at.strftime("%Y-%m") if row.decided_at else "unknown"
+        for share in row.funding:
+            key = (month, share["department"])
+            totals[key] = totals.get(key, 0) + row.monthly_total * share["share"]
+    items = [{"month": m, "department": d, "monthly_amount": round(v, 2)}
+             for (m, d), v in sorted(totals.items())]
+    return {"items": items, "total": len(items)}

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session
 
-from api import cases, committee, dashboard, staff
+from api import cases, committee, dashboard, policy, staff
+from api.audit import AuditMiddleware
 from api.errors import validation_handler
 from models.db import get_engine, migrate
 from settings import Settings, get_settings
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(migrate, settings.db_url)
         with Session(app.state.engine) as session:
             staff.bootstrap_admin(session)
+            policy.load_policy_file(session, settings)
         app.state.temporal = None
         connecting = asyncio.create_task(_connect_forever(app, settings))
         try:
@@ -60,7 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
-    for router in (staff.router, cases.router, committee.router, dashboard.router):
+    app.add_middleware(AuditMiddleware)
+    for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

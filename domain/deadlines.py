@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.calendar import add_days, add_hours, add_months, add_working_days
-from domain.policy import Policy
 from models.case import CaseState, Deadline, DeadlineKind, DeadlineStatus, ReferralKind, Source
+from models.policy import Policy
 
 PROFESSIONAL_SOURCES = {Source.school, Source.health, Source.social_services}
 
@@ -15,12 +15,15 @@ def add_deadline(
     state: CaseState, policy: Policy, kind: DeadlineKind, due_at: datetime, owner: str | None
 ) -> Deadline:
     occurrence = 1 + sum(1 for d in state.deadlines if d.kind is kind)
+    rule = policy.clock(kind.value)
     deadline = Deadline(
         kind=kind,
         legal_basis=policy.legal_basis.get(kind.value, ""),
         due_at=due_at,
         occurrence=occurrence,
         owner=owner,
+        remind_at=sorted(due_at - timedelta(days=d) for d in rule.remind_before_days),
+        ladder=list(rule.ladder),
     )
     state.deadlines.append(deadline)
     return deadline
@@ -54,12 +57,16 @@ def initial_deadlines(state: CaseState, policy: Policy) -> None:
         add_working_days(received, policy.first_contact_working_days, policy.country, tz),
         owner=None,
     )
-    add_deadline(
+    assessment = add_deadline(
         state,
         policy,
         DeadlineKind.assessment,
         add_months(received, policy.assessment_months, tz),
         owner=None,
+    )
+    # The statutory reminder: `assessment_reminder_months` after the municipality became aware.
+    assessment.remind_at = sorted(
+        {add_months(received, policy.assessment_reminder_months, tz), *assessment.remind_at}
     )
     if state.referral.kind is ReferralKind.concern_report:
         add_deadline(

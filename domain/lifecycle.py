@@ -11,12 +11,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from domain import clocks
 from domain import deadlines as dl
 from domain.calendar import add_days, add_months, next_weekly_meeting
-from domain.policy import Policy
 from models.case import (
     Actor,
     AssessmentContent,
+    AssessmentExtension,
     AssessmentMeeting,
     AssignCoordinator,
     BlockedOn,
@@ -31,11 +32,16 @@ from models.case import (
     CoordinatorTerm,
     DeadlineKind,
     EscalationItem,
+    ExtendAssessment,
     FamilyResponse,
     FormTeam,
     HistoryEntry,
+    Pause,
+    PauseCase,
     PlanDraft,
     PlanVersion,
+    ProvisionalAssessment,
+    ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
@@ -47,6 +53,7 @@ from models.case import (
     VoteValue,
 )
 from models.commands import BODY_MODELS, CommandInput
+from models.policy import Policy
 
 
 class Refusal(Exception):
@@ -175,6 +182,7 @@ def new_case(
         created_by=ctx.actor.id,
         policy_key=policy.key,
         country=policy.country,
+        policy=policy,
         referral=body.referral,
         family=family,
         existing_contacts=body.existing_contacts,
@@ -314,8 +322,77 @@ def apply_record_contact(state: CaseState, body: RecordContact, ctx: Ctx) -> Non
     window = timedelta(days=ctx.policy.pre_meeting_contact_window_days)
     if meeting and meeting.at - window <= body.at <= meeting.at:
         dl.satisfy(state, DeadlineKind.pre_meeting_contact, body.at, "contact")
-    dl.satisfy(state, DeadlineKind.family_checkin, body.at, "contact")
+    _next_checkin(state, body.at, ctx)
     _record(state, ctx, "contact_recorded", kind=body.kind.value, at=body.at.isoformat())
+
+
+def _next_checkin(state: CaseState, after: datetime, ctx: Ctx) -> None:
+    """The coordinator's next check-in, by the family's contact preference (never statutory)."""
+    dl.satisfy(state, DeadlineKind.family_checkin, after, "contact")
+    days = ctx.policy.family_checkin_days.get(state.contact_preference.value, 30)
+    dl.add_deadline(state, ctx.policy, DeadlineKind.family_checkin,
+                    add_days(after, days, ctx.policy.timezone), state.coordinator_id)
+
+
+def apply_pause(state: CaseState, body: PauseCase, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    if state.paused:
+        raise conflict("The case is already paused.")
+    state.paused = True
+    state.pauses.append(Pause(since=ctx.now, reason=body.reason,
+                              waiting_for_family=body.waiting_for_family, by=ctx.actor.id))
+    stopped = clocks.pause(state, ctx.now) if body.waiting_for_family else []
+    _record(state, ctx, "case_paused", waiting_for_family=body.waiting_for_family,
+            clocks_paused=stopped)
+
+
+def apply_resume(state: CaseState, body: None, ctx: Ctx) -> None:
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    if not state.paused:
+        raise conflict("The case is not paused.")
+    state.paused = False
+    state.pauses[-1].until = ctx.now
+    resumed = clocks.resume(state, ctx.now)
+    _record(state, ctx, "case_resumed", clocks_resumed=resumed)
+
+
+def apply_provisional_assessment(state: CaseState, body: ProvisionalAssessmentIn, ctx: Ctx) -> None:
+    """When the statutory assessment deadline is missed the law asks for a recorded provisional
+    assessment; the case stays overdue until the assessment is complete."""
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    late = [d for d in dl.open_deadlines(state, DeadlineKind.assessment) if d.due_at <= ctx.now]
+    if not late:
+        raise conflict("The assessment deadline has not passed (or the assessment is complete); "
+                       "a provisional assessment is recorded when the deadline is missed.")
+    state.provisional_assessments.append(
+        ProvisionalAssessment(at=ctx.now, by=ctx.actor.id, text=body.text))
+    _record(state, ctx, "provisional_assessment_recorded")
+
+
+def apply_extend_assessment(state: CaseState, body: ExtendAssessment, ctx: Ctx) -> None:
+    if not (is_manager(ctx.actor) or "committee" in ctx.actor.roles):
+        raise forbidden("Only the committee (or a manager on its behalf) extends the assessment deadline.")
+    require_open(state)
+    if not ctx.policy.assessment_extension_allowed:
+        raise conflict(f"The {ctx.policy.country} policy has no extension of the assessment deadline.")
+    deadline = next(iter(dl.open_deadlines(state, DeadlineKind.assessment)), None)
+    if deadline is None:
+        raise conflict("The assessment is already complete.")
+    if body.new_due_at <= deadline.due_at:
+        raise invalid("The new assessment deadline must be later than the current one.")
+    state.assessment_extensions.append(AssessmentExtension(
+        at=ctx.now, by=ctx.actor.id, new_due_at=body.new_due_at, decision_ref=body.decision_ref,
+        reason=body.reason))
+    rule = ctx.policy.clock(DeadlineKind.assessment.value)
+    deadline.due_at = body.new_due_at
+    deadline.status = deadline.status.open
+    deadline.remind_at = sorted(body.new_due_at - timedelta(days=d) for d in rule.remind_before_days)
+    deadline.reminders_sent = []  # the clock starts over; what fired before stays in history
+    _record(state, ctx, "assessment_extended", new_due_at=body.new_due_at.isoformat(),
+            decision_ref=body.decision_ref)
 
 
 def apply_triage(state: CaseState, body: Triage, ctx: Ctx) -> None:
@@ -703,7 +780,7 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
                         add_months(body.at, state.followup_months or policy.followup_months, tz),
                         state.coordinator_id)
     dl.satisfy(state, DeadlineKind.status_meeting, body.at, f"status_meeting_{meeting.number}")
-    dl.satisfy(state, DeadlineKind.family_checkin, body.at, f"status_meeting_{meeting.number}")
+    _next_checkin(state, body.at, ctx)
     _schedule_next_status_meeting(state, body.at, ctx)
     _record(state, ctx, "status_meeting_recorded", number=meeting.number, at=body.at.isoformat())
     if body.plan_changes is not None:
@@ -782,6 +859,10 @@ def execute(state: CaseState, name: str, inp: CommandInput, ctx: Ctx) -> CaseSta
             apply_assign_coordinator(state, body, ctx, inp.coordinator_load, inp.suggestion)
         case "committee_decision":
             apply_committee_decision(state, inp.item_id or "", body, ctx)
+        case "status_meeting":
+            apply_status_meeting(state, body, ctx)
+            if body.policy_version is not None:
+                _move_policy(state, body, inp, ctx)
         case _:
             COMMANDS[name](state, body, ctx)
     return finish(state, ctx)
@@ -797,6 +878,24 @@ COMMANDS = {
     "put_plan": apply_put_plan,
     "vote": apply_vote,
     "family_response": apply_family_response,
-    "status_meeting": apply_status_meeting,
     "close": apply_close,
+    "pause": apply_pause,
+    "resume": apply_resume,
+    "provisional_assessment": apply_provisional_assessment,
+    "extend_assessment": apply_extend_assessment,
 }
+
+
+def _move_policy(state: CaseState, body: RecordStatusMeeting, inp: CommandInput, ctx: Ctx) -> None:
+    """A case keeps its policy version; moving on is a recorded decision at a status meeting."""
+    new = inp.policy
+    if new is None or new.version != body.policy_version or new.country != state.policy.country:
+        raise invalid(f"Policy version {body.policy_version} for {state.policy.country} is unknown.")
+    if new.version == state.policy.version:
+        raise conflict(f"The case already follows policy version {new.version}.")
+    if not (body.policy_reason or "").strip():
+        raise invalid("Moving the case to another policy version needs a recorded reason.")
+    old = state.policy_key
+    state.policy, state.policy_key = new, new.key
+    _record(state, ctx, "policy_changed", **{"from": old, "to": new.key,
+                                            "reason": body.policy_reason})

@@ -6,43 +6,9 @@ policy version it started with (`Policy.key`) and keeps it.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from models.policy import ClockRule, Policy
 
-
-class Policy(BaseModel):
-    country: str
-    version: int = 1
-    timezone: str
-    default_language: str
-    caseload_cap: int = 8
-    first_contact_working_days: int = 5
-    concern_triage_hours: int = 24
-    reporter_receipt_days: int = 6
-    assessment_months: int = 4
-    assessment_reminder_months: int = 3
-    plan_months: int = 3
-    first_followup_months: int = 3
-    followup_months: int = 6
-    committee_decision_days: int = 21
-    family_approval_days: int = 14
-    # The visitation committee meets weekly: weekday (0 = Monday) and local time.
-    committee_weekday: int = 1
-    committee_time: str = "13:00"
-    pre_meeting_contact_window_days: int = 30
-    status_meeting_weeks: dict[str, int] = Field(
-        default_factory=lambda: {"high": 2, "medium": 4, "low": 8}
-    )
-    default_concern_level: str = "medium"
-    team_funding_limit: float = 10_000
-    committee_only_paragraphs: list[str] = Field(default_factory=lambda: ["BL § 47"])
-    child_age_band: tuple[int, int] = (0, 17)
-    min_sector_areas: int = 2
-    legal_basis: dict[str, str] = Field(default_factory=dict)
-    ics_dimensions: dict[str, list[str]] = Field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.country}-v{self.version}"
+__all__ = ["DK", "SE", "ClockRule", "Policy", "current_policy", "policy_by_key"]
 
 
 _DK_ICS = {
@@ -92,6 +58,7 @@ SE = Policy(
     first_contact_working_days=3,
     committee_only_paragraphs=["LVU § 2", "LVU § 3", "SoL 4 kap. 1 § placering"],
     child_age_band=(6, 15),
+    assessment_extension_allowed=True,
     legal_basis={
         "first_contact": "SIP: work starts without delay (HSL 16 kap. 4 §, SoL 2 kap. 7 §)",
         "concern_triage": "SoL 11 kap. 1 a §",

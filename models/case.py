@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from models.policy import Policy
+
 
 def _not_blank(value: str) -> str:
     if not value.strip():
@@ -288,6 +290,24 @@ class RecordStatusMeeting(Strict):
     concern_level: Literal["high", "medium", "low"] | None = None
     followup_months: int | None = Field(None, ge=1, le=24)
     followup_reason: str | None = None
+    # Moving the case to a newer policy version is a recorded decision at a status meeting.
+    policy_version: int | None = Field(None, ge=1)
+    policy_reason: str | None = None
+
+
+class PauseCase(Strict):
+    reason: NonBlank
+    waiting_for_family: bool = True
+
+
+class ProvisionalAssessmentIn(Strict):
+    text: NonBlank
+
+
+class ExtendAssessment(Strict):
+    new_due_at: AwareDatetime
+    decision_ref: NonBlank
+    reason: NonBlank
 
 
 class CloseCase(Strict):
@@ -331,6 +351,9 @@ class Deadline(BaseModel):
     reminders_sent: list[dict] = []
     owner: str | None = None
     satisfied_by: str = ""
+    # Set while the clock is paused waiting for the family; resuming moves due_at on.
+    paused_since: datetime | None = None
+    paused_seconds: float = 0
 
     def is_open(self) -> bool:
         return self.status in (DeadlineStatus.open, DeadlineStatus.overdue)
@@ -428,6 +451,28 @@ class Closure(BaseModel):
     by: str
 
 
+class Pause(BaseModel):
+    since: datetime
+    until: datetime | None = None
+    reason: str
+    waiting_for_family: bool = True
+    by: str
+
+
+class ProvisionalAssessment(BaseModel):
+    at: datetime
+    by: str
+    text: str
+
+
+class AssessmentExtension(BaseModel):
+    at: datetime
+    by: str
+    new_due_at: datetime
+    decision_ref: str
+    reason: str
+
+
 class BlockedOn(BaseModel):
     """What the case waits for, who owes it and since when (DESIGN §3.10)."""
 
@@ -446,6 +491,7 @@ class CaseState(BaseModel):
     created_by: str
     policy_key: str
     country: str
+    policy: Policy
     referral: Referral
     family: Family
     existing_contacts: list[ExistingContact] = []
@@ -453,6 +499,9 @@ class CaseState(BaseModel):
     contact_preference: ContactPreference = ContactPreference.normal
     concern_level: str = "medium"
     paused: bool = False
+    pauses: list[Pause] = []
+    provisional_assessments: list[ProvisionalAssessment] = []
+    assessment_extensions: list[AssessmentExtension] = []
     coordinator_id: str | None = None
     coordinator_history: list[CoordinatorTerm] = []
     team: list[TeamMember] = []

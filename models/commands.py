@@ -13,25 +13,31 @@ from models.case import (
     CastVote,
     CloseCase,
     CommitteeDecision,
+    ExtendAssessment,
     FamilyResponse,
     FormTeam,
+    PauseCase,
     PlanDraft,
+    ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
     Triage,
 )
+from models.policy import Policy
 
 
 class CaseWorkflowInput(BaseModel):
     case_id: str
-    policy_key: str
+    # The policy in force when the case starts: the case keeps this copy (version pinning).
+    policy: Policy
     actor: Actor
     create: CaseCreate | None = None
     # Set when the workflow continues as new: the state carries over whole.
     state: CaseState | None = None
     projected_version: int = 0
     possible_duplicates: list[str] = []
+    committee_announced: dict[str, str] = {}
     # Continue-as-new after this many history events (Temporal suggests it at ~4k/10k too).
     max_history_events: int = 5_000
 
@@ -44,6 +50,8 @@ class CommandInput(BaseModel):
     coordinator_load: int = 0
     suggestion: str | None = None
     item_id: str | None = None
+    # A newer policy version, when a status meeting moves the case to it.
+    policy: Policy | None = None
 
 
 BODY_MODELS: dict[str, type[BaseModel] | None] = {
@@ -60,4 +68,8 @@ BODY_MODELS: dict[str, type[BaseModel] | None] = {
     "committee_decision": CommitteeDecision,
     "status_meeting": RecordStatusMeeting,
     "close": CloseCase,
+    "pause": PauseCase,
+    "resume": None,
+    "provisional_assessment": ProvisionalAssessmentIn,
+    "extend_assessment": ExtendAssessment,
 }

@@ -70,6 +70,21 @@ class CommitteeItemRow(SQLModel, table=True):
     status: str = Field(index=True)
     decision: str | None = None
     decided_at: datetime | None = None
+    # Decided funding shares per department and the plan's monthly cost they split.
+    funding: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    monthly_total: float = 0
+
+
+class CommitteeMeetingRow(SQLModel, table=True):
+    """A committee meeting and its frozen agenda."""
+
+    __tablename__ = "committee_meetings"
+
+    id: str = Field(primary_key=True)
+    committee_id: str = Field(index=True)
+    number: int
+    at: datetime = Field(index=True)
+    item_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class AuditRow(SQLModel, table=True):
@@ -84,3 +99,17 @@ class AuditRow(SQLModel, table=True):
     path: str = Field(sa_column=Column(Text, nullable=False))
     case_id: str | None = Field(default=None, index=True)
     status: int
+
+
+class PolicyRow(SQLModel, table=True):
+    """A municipality's policy versions (overrides of the national defaults), immutable."""
+
+    __tablename__ = "policy_versions"
+
+    key: str = Field(primary_key=True)  # "DK-v2"
+    country: str = Field(index=True)
+    version: int
+    body: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    created_by: str
+    note: str = ""

@@ -369,6 +369,11 @@ CLOSED_COMMANDS: list[tuple[str, dict | None]] = [
     ("committee_decision", {"decision": "approved"}),
     ("status_meeting", {"at": iso(NOW), "participants": ["anna"]}),
     ("close", {"reason": "other"}),
+    ("pause", {"reason": "family asked for a break"}),
+    ("resume", None),
+    ("provisional_assessment", {"text": "provisional"}),
+    ("extend_assessment", {"new_due_at": "2028-01-01T00:00:00Z", "decision_ref": "N-1",
+                           "reason": "more time"}),
 ]
 
 
@@ -1165,6 +1170,7 @@ def test_closing_cancels_open_deadlines_and_keeps_met_ones() -> None:
     run(state, "record_contact", ANNA, {"kind": "phone", "at": iso(NOW)})
     run(state, "close", ANNA, {"reason": "duplicate"})
     assert kinds(state, DeadlineStatus.met) == {"first_contact"}
-    assert kinds(state, DeadlineStatus.cancelled) == {"assessment", "concern_triage", "reporter_receipt"}
+    assert kinds(state, DeadlineStatus.cancelled) == {
+        "assessment", "concern_triage", "reporter_receipt", "family_checkin"}
     assert kinds(state, DeadlineStatus.open) == set()
     assert all(d.status_at(NOW + timedelta(days=400)) is not DeadlineStatus.overdue for d in state.deadlines)

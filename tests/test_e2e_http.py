@@ -267,3 +267,17 @@ async def test_dev_server_restart_keeps_cases(stack: Stack) -> None:
         r = await anna.post(f"/cases/{cid}/team", json={"members": [
             {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}]})
         assert r.status_code == 200 and r.json()["stage"] == "team_formed", r.text
+
+
+async def test_reads_and_writes_are_audited(stack: Stack) -> None:
+    from sqlmodel import Session, select
+
+    from models.db import get_engine
+    from models.tables import AuditRow
+
+    async with http(stack, "admin") as admin:
+        cid = (await new_case(admin))["id"]
+        assert (await admin.get(f"/cases/{cid}")).status_code == 200
+    with Session(get_engine(stack.settings.db_url)) as session:
+        rows = session.exec(select(AuditRow).where(AuditRow.case_id == cid)).all()
+    assert [(r.actor, r.method, r.status) for r in rows] == [("admin", "GET", 200)]

@@ -11,6 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState, DeadlineStatus, Stage
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
@@ -38,7 +39,7 @@ async def start_case(env: WorkflowEnvironment, settings, received_at: str, **inp
     body = CaseCreate.model_validate(case_create_body(received_at=received_at))
     return await env.client.start_workflow(
         FamilyCaseWorkflow.run,
-        CaseWorkflowInput(case_id=case_id, policy_key="DK-v1", actor=ADMIN, create=body, **inp),
+        CaseWorkflowInput(case_id=case_id, policy=inp.pop("policy", DK), actor=ADMIN, create=body, **inp),
         id=f"case-{case_id}",
         task_queue=settings.task_queue,
     )

@@ -16,11 +16,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from domain import clocks
     from domain import deadlines as dl
     from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case
-    from domain.policy import policy_by_key
     from models import search
-    from models.case import Actor, CaseState, DeadlineStatus, HistoryEntry, Stage
+    from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
 
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
@@ -35,44 +35,51 @@ class FamilyCaseWorkflow:
     @workflow.init
     def __init__(self, inp: CaseWorkflowInput) -> None:
         self.inp = inp
-        self.policy = policy_by_key(inp.policy_key)
         self.projected_version = inp.projected_version
+        # What the committee workflow has been told about each escalation item (id -> status).
+        self.announced: dict[str, str] = dict(inp.committee_announced)
         if inp.state is not None:
             self.state = inp.state
         else:
             assert inp.create is not None, "a new case needs its referral"
-            self.state = new_case(
-                inp.case_id, inp.create, self._ctx(inp.actor), inp.possible_duplicates
-            )
+            ctx = Ctx(actor=inp.actor, now=workflow.now(), policy=inp.policy)
+            self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates)
         self._search_attributes: dict[str, object] = {}
+        # Clock events recorded but not yet handed to the notification service.
+        self.outbox: list[clocks.ClockEvent] = []
 
     def _ctx(self, actor: Actor) -> Ctx:
-        return Ctx(actor=actor, now=workflow.now(), policy=self.policy)
+        return Ctx(actor=actor, now=workflow.now(), policy=self.state.policy)
 
     # ------------------------------------------------------------ main loop
 
     @workflow.run
     async def run(self, inp: CaseWorkflowInput) -> CaseState:
         while True:
+            self._fire_clocks()
             self._upsert_search_attributes()
+            if self._committee_changes():
+                await self._tell_committee()
+                continue
             if self.state.version > self.projected_version:
                 await self._project()
                 continue
             if self.state.stage is Stage.closed:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if self.state.version == self.projected_version:
+                if self.state.version == self.projected_version and not self._committee_changes():
                     return self.state
                 continue
             if self._history_too_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if self.state.version > self.projected_version:
-                    await self._project()
+                if self.state.version > self.projected_version or self._committee_changes():
+                    continue
                 workflow.continue_as_new(
                     self.inp.model_copy(
                         update={
                             "state": self.state,
                             "create": None,
                             "projected_version": self.projected_version,
+                            "committee_announced": self.announced,
                         }
                     )
                 )
@@ -86,37 +93,43 @@ class FamilyCaseWorkflow:
         )
 
     async def _sleep_until_change_or_due(self) -> None:
+        """Sleep on a durable timer until the next reminder/due instant, or until a command
+        changes the case (which may satisfy a deadline and so cancel its reminders)."""
         version = self.state.version
-        pending = [d.due_at for d in self.state.deadlines if d.status is DeadlineStatus.open]
+        instant = clocks.next_instant(self.state)
         timeout = None
-        if pending:
-            timeout = max((min(pending) - workflow.now()).total_seconds(), 0) + 1
+        if instant is not None:
+            timeout = timedelta(seconds=max((instant - workflow.now()).total_seconds(), 0) + 1)
         try:
             await workflow.wait_condition(
                 lambda: self.state.version != version or self._history_too_long(),
-                timeout=timedelta(seconds=timeout) if timeout is not None else None,
+                timeout=timeout,
             )
         except TimeoutError:
-            self._mark_overdue()
+            pass  # the loop fires what is due
 
-    def _mark_overdue(self) -> None:
-        """A deadline that passed unmet marks the case overdue (reminders and the ladder
-        come with the deadline engine)."""
-        now = workflow.now()
-        fired = [d for d in self.state.deadlines if d.status is DeadlineStatus.open and d.due_at <= now]
-        for d in fired:
-            d.status = DeadlineStatus.overdue
-            self.state.history.append(
-                HistoryEntry(
-                    at=now,
-                    actor="system",
-                    event="deadline_overdue",
-                    detail={"kind": d.kind.value, "due_at": d.due_at.isoformat()},
-                )
-            )
-        if fired:
+    def _fire_clocks(self) -> None:
+        recorded = clocks.fire(self.state, workflow.now())
+        if recorded:
             self.state.version += 1
             self.state.blocked_on = blocked_on(self.state)
+            self.outbox.extend(event for event, skipped in recorded if not skipped)
+
+    def _committee_changes(self) -> list[EscalationItem]:
+        return [i for i in self.state.escalations if self.announced.get(i.id) != i.status]
+
+    async def _tell_committee(self) -> None:
+        """Escalations join the committee's queue (signal-with-start); decisions and withdrawals
+        reach it too. Idempotent: the committee keys items by id."""
+        for item in self._committee_changes():
+            await workflow.execute_activity(
+                "committee_item_changed",
+                args=[item, self.state.policy],
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(days=7),
+                retry_policy=PROJECTION_RETRY,
+            )
+            self.announced[item.id] = item.status
 
     async def _project(self) -> None:
         version = self.state.version
@@ -291,3 +304,35 @@ class FamilyCaseWorkflow:
     @close.validator
     def _v_close(self, inp: CommandInput) -> None:
         self._validate("close", inp)
+
+    @workflow.update
+    def pause(self, inp: CommandInput) -> CaseState:
+        return self._apply("pause", inp)
+
+    @pause.validator
+    def _v_pause(self, inp: CommandInput) -> None:
+        self._validate("pause", inp)
+
+    @workflow.update
+    def resume(self, inp: CommandInput) -> CaseState:
+        return self._apply("resume", inp)
+
+    @resume.validator
+    def _v_resume(self, inp: CommandInput) -> None:
+        self._validate("resume", inp)
+
+    @workflow.update
+    def provisional_assessment(self, inp: CommandInput) -> CaseState:
+        return self._apply("provisional_assessment", inp)
+
+    @provisional_assessment.validator
+    def _v_provisional_assessment(self, inp: CommandInput) -> None:
+        self._validate("provisional_assessment", inp)
+
+    @workflow.update
+    def extend_assessment(self, inp: CommandInput) -> CaseState:
+        return self._apply("extend_assessment", inp)
+
+    @extend_assessment.validator
+    def _v_extend_assessment(self, inp: CommandInput) -> None:
+        self._validate("extend_assessment", inp)

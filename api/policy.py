@@ -1,0 +1,97 @@
+"""Policy versions: the national defaults, overridden by a municipality in a file or via the
+API (managers). Versions are immutable; new cases start on the newest, running cases keep theirs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlmodel import Session, select
+
+from api.deps import Caller, get_caller, get_session, get_settings_dep
+from domain.lifecycle import is_manager
+from domain.policy import current_policy
+from models.policy import Policy
+from models.tables import PolicyRow
+from settings import Settings
+
+router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
+
+
+def latest_policy(session: Session, country: str) -> Policy:
+    base = current_policy(country)
+    row = session.exec(
+        select(PolicyRow).where(PolicyRow.country == base.country).order_by(PolicyRow.version.desc())
+    ).first()
+    return Policy.model_validate(row.body) if row else base
+
+
+def policy_version(session: Session, country: str, version: int) -> Policy | None:
+    base = current_policy(country)
+    if version == base.version:
+        row = session.get(PolicyRow, base.key)
+        return Policy.model_validate(row.body) if row else base
+    row = session.get(PolicyRow, f"{base.country}-v{version}")
+    return Policy.model_validate(row.body) if row else None
+
+
+def save_override(session: Session, country: str, overrides: dict, by: str, note: str) -> Policy:
+    """Validate overrides against the newest version and store them as the next version."""
+    current = latest_policy(session, country)
+    merged = {**current.model_dump(), **overrides, "version": current.version + 1,
+              "country": current.country}
+    policy = Policy.model_validate(merged)
+    session.add(PolicyRow(key=policy.key, country=policy.country, version=policy.version,
+                          body=policy.model_dump(mode="json"), created_at=datetime.now(UTC),
+                          created_by=by, note=note))
+    session.commit()
+    return policy
+
+
+def load_policy_file(session: Session, settings: Settings) -> None:
+    """ONEFAMILY_POLICY_FILE: a JSON object of overrides; stored as a new version if it changes
+    anything (so restarts do not pile up versions)."""
+    if not settings.policy_file:
+        return
+    overrides = json.loads(Path(settings.policy_file).read_text())
+    current = latest_policy(session, settings.country)
+    if {k: v for k, v in current.model_dump(mode="json").items() if k in overrides} != overrides:
+        save_override(session, settings.country, overrides, "policy-file", settings.policy_file)
+
+
+class PolicyOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overrides: dict
+    note: str = ""
+
+
+@router.get("")
+def get_policy(caller: Caller = Depends(get_caller), session: Session = Depends(get_session),
+               settings: Settings = Depends(get_settings_dep)) -> dict:
+    caller.require()
+    return latest_policy(session, settings.country).model_dump(mode="json")
+
+
+@router.put("")
+def override_policy(body: PolicyOverride, caller: Caller = Depends(get_caller),
+                    session: Session = Depends(get_session),
+                    settings: Settings = Depends(get_settings_dep)) -> dict:
+    actor = caller.require()
+    if not is_manager(actor):
+        raise HTTPException(403, "Only a manager changes the municipality's policy.")
+    unknown = set(body.overrides) - set(Policy.model_fields) - {"version", "country"}
+    if unknown:
+        raise HTTPException(422, f"Unknown policy field(s): {', '.join(sorted(unknown))}.")
+    if {"version", "country"} & set(body.overrides):
+        raise HTTPException(422, "version and country are set by the system.")
+    try:
+        policy = save_override(session, settings.country, body.overrides, actor.id, body.note)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise HTTPException(422, f"Invalid policy value at {where}: {first['msg']}") from None
+    return policy.model_dump(mode="json")
