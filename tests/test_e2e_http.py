@@ -281,3 +281,33 @@ async def test_reads_and_writes_are_audited(stack: Stack) -> None:
     with Session(get_engine(stack.settings.db_url)) as session:
         rows = session.exec(select(AuditRow).where(AuditRow.case_id == cid)).all()
     assert [(r.actor, r.method, r.status) for r in rows] == [("admin", "GET", 200)]
+
+
+async def test_backdated_referral_is_overdue_and_stuck_within_seconds(stack: Stack) -> None:
+    async with http(stack, "mia") as mia:
+        received = (datetime.now(UTC) - timedelta(days=150)).isoformat()
+        case = await new_case(mia, received_at=received)
+        cid = case["id"]
+
+        async def fired():
+            state = (await mia.get(f"/cases/{cid}")).json()
+            by_kind = {d["kind"]: d for d in state["deadlines"]}
+            done = all(by_kind[k]["status"] == "overdue" for k in ("first_contact", "assessment"))
+            return state if done and by_kind["first_contact"]["reminders_sent"] else None
+        state = await poll(fired, timeout=20)
+        assert state, "the overdue deadlines fire by themselves"
+        first = next(d for d in state["deadlines"] if d["kind"] == "first_contact")
+        assert [r["kind"] for r in first["reminders_sent"] if not r["skipped"]][:1] == ["overdue"]
+        assert first["legal_basis"]
+
+        async def listed_overdue():
+            r = await mia.get("/cases", params={"overdue": "true"})
+            return [i for i in r.json()["items"] if i["id"] == cid]
+        assert await poll(listed_overdue)
+
+        async def stuck():
+            items = (await mia.get("/dashboard/stuck")).json()["items"]
+            return next((i for i in items if i["case_id"] == cid), None)
+        entry = await poll(stuck)
+        assert entry, "a backdated referral appears in the stuck list"
+        assert {"overdue:first_contact", "overdue:assessment"} <= {r["kind"] for r in entry["reasons"]}
