@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from models.case import CaseState
 
@@ -15,4 +15,28 @@ def case_view(state: CaseState, now: datetime) -> dict:
     active = state.active_plan
     doc["active_plan_version"] = active.version if active else None
     doc["overdue"] = any(d["status"] == "overdue" for d in doc["deadlines"])
+    if state.blocked_on is not None:
+        doc["blocked_on"]["summary"] = blocked_summary(state, now)
     return doc
+
+
+def _ago(delta: timedelta) -> str:
+    days = delta.days
+    if days >= 1:
+        return f"{days} day{'s' if days != 1 else ''}"
+    hours = int(delta.total_seconds() // 3600)
+    return f"{hours} hour{'s' if hours != 1 else ''}"
+
+
+def blocked_summary(state: CaseState, now: datetime) -> str:
+    """"Who has the ball", as the family and the dashboard read it (DESIGN §3.10)."""
+    b = state.blocked_on
+    assert b is not None
+    text = f"waiting for {b.what} since {_ago(now - b.since)}"
+    if b.owner:
+        text += f" (owner: {b.owner})"
+    if b.next_timer_at is not None and b.next_timer:
+        when = b.next_timer_at - now
+        text += (f"; next: {b.next_timer} in {_ago(when)}" if when.total_seconds() > 0
+                 else f"; {b.next_timer} due now")
+    return text

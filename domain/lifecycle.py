@@ -841,7 +841,13 @@ def blocked_on(state: CaseState) -> BlockedOn | None:
             else:
                 what, owner, since = (f"family approval of plan v{plan.version}", "family",
                                       plan.decided_at or plan.created_at)
-    return BlockedOn(what=what, owner=owner, since=since, next_due_at=nxt)
+    upcoming = clocks.pending(state)
+    timer = upcoming[0] if upcoming else None
+    return BlockedOn(
+        what=what, owner=owner, since=since, next_due_at=nxt,
+        next_timer_at=timer.at if timer else None,
+        next_timer=f"{timer.kind} {timer.deadline.kind.value}" if timer else None,
+    )
 
 
 def finish(state: CaseState, ctx: Ctx) -> CaseState:

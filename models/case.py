@@ -480,6 +480,9 @@ class BlockedOn(BaseModel):
     owner: str | None = None
     since: datetime
     next_due_at: datetime | None = None
+    # When the case's next durable timer fires (a reminder, a due time or a ladder step).
+    next_timer_at: datetime | None = None
+    next_timer: str | None = None
 
 
 class CaseState(BaseModel):
