@@ -129,11 +129,20 @@ class EmbeddedTemporal:
     safe to repeat on an existing db file (verified with temporal CLI 1.9.1).
     """
 
-    def __init__(self, data_dir: Path, port: int, ui_port: int, namespace: str = "default") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        ui_port: int,
+        namespace: str = "default",
+        codec_endpoint: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.ui_port = ui_port
         self.namespace = namespace
+        # Our API's codec server (api/codec.py): the UI shows payloads decrypted.
+        self.codec_endpoint = codec_endpoint
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -166,6 +175,8 @@ class EmbeddedTemporal:
             "--ui-disable-news-fetch",  # no outbound calls from the UI
             "--log-level", "warn",
         ]  # fmt: skip
+        if self.codec_endpoint is not None:
+            cmd += ["--ui-codec-endpoint", self.codec_endpoint]
         if self.namespace != "default":  # "default" is always created
             cmd += ["--namespace", self.namespace]
         for name, cli_type in CLI_TYPES.items():
@@ -335,6 +346,7 @@ def main() -> int:
             temporal = EmbeddedTemporal(
                 settings.data_dir, settings.temporal_port, settings.temporal_ui_port,
                 settings.temporal_namespace,
+                codec_endpoint=f"http://127.0.0.1:{settings.api_port}/codec",
             )  # fmt: skip
             print(
                 f"Starting Temporal dev server on {temporal.target} (log: {temporal.log_path})",

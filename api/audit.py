@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from models.tables import AuditRow
 
-AUDITED = re.compile(r"^/api/v1/(cases|documents|committee|notifications)")
+AUDITED = re.compile(r"^(/api/v1/(cases|documents|committee|notifications)|/codec/decode)")
 CASE_ID = re.compile(r"^/api/v1/cases/([0-9a-fA-F-]{36})")
 
 

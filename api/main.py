@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session
 
-from api import cases, committee, dashboard, policy, staff
+from api import cases, codec, committee, dashboard, policy, staff
 from api.audit import AuditMiddleware
 from api.errors import validation_handler
 from models.db import get_engine, migrate
@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_middleware(AuditMiddleware)
-    for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router):
+    for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router,
+                   codec.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
+from workflows.codec import data_converter
 
 
 async def connect(settings: Settings) -> Client:
+    # API and worker both connect here, so both encrypt with the same keys (DESIGN §8);
+    # ONEFAMILY_ENCRYPT_PAYLOADS=false is handled inside data_converter().
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )
 
 

@@ -1,0 +1,291 @@
+"""Payload encryption (workflows/codec.py) and the codec server (api/codec.py), DESIGN §7/§8."""
+
+from __future__ import annotations
+
+import base64
+import stat
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from google.protobuf import json_format
+from sqlmodel import Session
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api import codec as codec_api
+from domain.policy import DK
+from models.case import Actor, CaseCreate, CaseState
+from models.commands import CaseWorkflowInput, CommandInput
+from models.db import get_engine
+from models.tables import StaffRow
+from settings import Settings
+from tests.conftest import running_worker
+from tests.factories import case_create_body
+from workflows.case import FamilyCaseWorkflow
+from workflows.codec import (
+    ENCODING,
+    ENV_KEY,
+    ENV_KEY_ID,
+    ENV_PREVIOUS,
+    KEY_FILE,
+    KEY_ID_META,
+    EncryptionCodec,
+    EncryptionKeyError,
+    data_converter,
+    key_fingerprint,
+    load_keys,
+    make_codec,
+)
+
+ADMIN = Actor(id="admin", roles=["admin"])
+KEY_A = bytes(range(32))
+KEY_B = bytes(range(1, 33))
+
+
+def plain(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=text.encode())
+
+
+# ---------------------------------------------------------------- the codec itself
+
+
+async def test_round_trip_hides_data_and_metadata() -> None:
+    codec = EncryptionCodec("a", {"a": KEY_A})
+    originals = [plain('{"family": "Jensen", "diagnoses": ["ADHD"]}'), plain('"x"')]
+    encoded = await codec.encode(originals)
+    for enc in encoded:
+        assert enc.metadata["encoding"] == ENCODING
+        assert enc.metadata[KEY_ID_META] == b"a"
+        assert b"Jensen" not in enc.SerializeToString() and b"json/plain" not in enc.data
+    # A fresh nonce per payload: the same plaintext never encrypts the same way twice.
+    assert (await codec.encode(originals[:1]))[0].data != encoded[0].data
+    assert await codec.decode(encoded) == originals
+
+
+async def test_plaintext_payloads_pass_through_decode() -> None:
+    # Histories written before encryption was switched on stay readable.
+    codec = EncryptionCodec("a", {"a": KEY_A})
+    assert await codec.decode([plain("old")]) == [plain("old")]
+
+
+async def test_key_rotation_encrypts_with_current_and_decrypts_with_all() -> None:
+    old = await EncryptionCodec("a", {"a": KEY_A}).encode([plain("Jensen")])
+    rotated = EncryptionCodec("b", {"a": KEY_A, "b": KEY_B})
+    new = await rotated.encode([plain("Jensen")])
+    assert new[0].metadata[KEY_ID_META] == b"b"
+    assert await rotated.decode(old + new) == [plain("Jensen")] * 2
+
+
+async def test_unknown_key_id_and_tampering_are_refused() -> None:
+    encoded = await EncryptionCodec("a", {"a": KEY_A}).encode([plain("Jensen")])
+    with pytest.raises(EncryptionKeyError, match="key id 'a'.*known: b"):
+        await EncryptionCodec("b", {"b": KEY_B}).decode(encoded)
+    # Same id, other key material: authentication fails instead of returning garbage.
+    with pytest.raises(EncryptionKeyError, match="failed authentication"):
+        await EncryptionCodec("a", {"a": KEY_B}).decode(encoded)
+    relabelled = Payload()
+    relabelled.CopyFrom(encoded[0])
+    relabelled.metadata[KEY_ID_META] = b"b"  # the key id is bound as associated data
+    with pytest.raises(EncryptionKeyError, match="failed authentication"):
+        await EncryptionCodec("b", {"a": KEY_A, "b": KEY_A}).decode([relabelled])
+
+
+async def test_decrypt_only_codec_writes_plaintext() -> None:
+    codec = EncryptionCodec("a", {"a": KEY_A}, encrypt=False)
+    assert await codec.encode([plain("x")]) == [plain("x")]
+
+
+# ---------------------------------------------------------------- where keys come from
+
+
+def test_key_file_created_once_with_0600_and_reused(settings: Settings) -> None:
+    current, keys = load_keys(settings, {})
+    path = settings.data_dir / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(keys[current]) == 32 and current == key_fingerprint(keys[current])
+    assert load_keys(settings, {}) == (current, keys)  # a restart keeps the key
+
+
+def test_concurrent_first_use_agrees_on_one_key(settings: Settings) -> None:
+    # The worker and the API start together on a fresh data dir.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: load_keys(settings, {}), range(16)))
+    assert len({r[0] for r in results}) == 1
+    assert [p.name for p in settings.data_dir.iterdir() if "encryption" in p.name] == [KEY_FILE]
+
+
+def test_env_key_with_previous_keys_and_old_key_file(settings: Settings) -> None:
+    file_id, file_keys = load_keys(settings, {})  # as after `make run` on this data dir
+    env = {
+        ENV_KEY: base64.b64encode(KEY_B).decode(),
+        ENV_KEY_ID: "2027-01",
+        ENV_PREVIOUS: f"2026-01:{base64.b64encode(KEY_A).decode()}",
+    }
+    current, keys = load_keys(settings, env)
+    assert current == "2027-01"
+    assert keys == {"2027-01": KEY_B, "2026-01": KEY_A, file_id: file_keys[file_id]}
+
+
+def test_env_key_alone_creates_no_key_file(settings: Settings) -> None:
+    current, keys = load_keys(settings, {ENV_KEY: base64.b64encode(KEY_A).decode()})
+    assert keys == {current: KEY_A} and current == key_fingerprint(KEY_A)
+    assert not (settings.data_dir / KEY_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {ENV_KEY: "not base64!"},
+        {ENV_KEY: base64.b64encode(b"short").decode()},
+        {ENV_KEY: base64.b64encode(KEY_A).decode(), ENV_PREVIOUS: "no-colon"},
+    ],
+)
+def test_bad_keys_are_refused_without_echoing_them(settings: Settings, env: dict[str, str]) -> None:
+    with pytest.raises(EncryptionKeyError) as error:
+        load_keys(settings, env)
+    assert env[ENV_KEY] not in str(error.value)
+
+
+def test_switched_off_keeps_old_data_readable(tmp_path: Path) -> None:
+    off = Settings(ONEFAMILY_DATA_DIR=str(tmp_path), ONEFAMILY_ENCRYPT_PAYLOADS="false")
+    # Never used before: plain converter, and no key file appears.
+    assert data_converter(off) is pydantic_data_converter
+    assert not (tmp_path / KEY_FILE).exists()
+    # Used before: old payloads must still decrypt, new ones are written in plaintext.
+    load_keys(off, {})
+    codec = make_codec(off, {})
+    assert codec is not None and not codec.encrypt
+
+
+# ---------------------------------------------------------------- real Temporal history
+
+
+async def test_history_is_encrypted_at_rest(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    converter = data_converter(settings)
+    client = Client(ts_env.client.service_client, namespace="default", data_converter=converter)
+    case_id = str(uuid.uuid4())
+    create = CaseCreate.model_validate(case_create_body())
+    async with running_worker(client, settings):
+        handle = await client.start_workflow(
+            FamilyCaseWorkflow.run,
+            CaseWorkflowInput(case_id=case_id, policy=DK, actor=ADMIN, create=create),
+            id=f"case-{case_id}",
+            task_queue=settings.task_queue,
+        )
+        state = await handle.execute_update(
+            "assign_coordinator",
+            CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}),
+            result_type=CaseState,
+        )
+        assert state.family.name == "Family Jensen"  # the codec client reads it back
+        assert (await handle.query(FamilyCaseWorkflow.case)).coordinator_id == "anna"
+
+    # The server's copy, fetched without the codec: no names, diagnoses or phone numbers.
+    raw = await ts_env.client.get_workflow_handle(handle.id).fetch_history()
+    raw_bytes = b"".join(e.SerializeToString() for e in raw.events)
+    for secret in (b"Jensen", b"Emil", b"ADHD", b"+4521111111", b"anna"):
+        assert secret not in raw_bytes
+    started = raw.events[0].workflow_execution_started_event_attributes.input.payloads
+    assert started[0].metadata["encoding"] == ENCODING
+    # ...and the plain pydantic converter cannot make sense of it.
+    with pytest.raises(KeyError, match="binary/encrypted"):
+        await pydantic_data_converter.decode(started, [CaseWorkflowInput])
+    decoded = await converter.decode(started, [CaseWorkflowInput])
+    assert decoded[0].create.family.members[0].diagnoses == ["ADHD"]
+
+
+# ---------------------------------------------------------------- the codec server
+
+
+UI = "http://127.0.0.1:8233"
+
+
+@pytest.fixture
+def http(settings: Settings) -> Iterator[TestClient]:
+    app = FastAPI()
+    app.include_router(codec_api.router)
+    app.state.settings = settings
+    app.state.engine = get_engine(settings.db_url)
+    now = datetime.now(UTC)
+    with Session(app.state.engine) as session:
+        for sid, role in (("maria", "manager"), ("anna", "coordinator")):
+            session.add(
+                StaffRow(id=sid, name=sid, discipline="x", department="x", roles=[role], created_at=now)
+            )
+        session.commit()
+    # Seen from 127.0.0.1, like the browser running the Temporal UI on this machine.
+    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+        yield client
+
+
+def server_codec(settings: Settings) -> EncryptionCodec:
+    codec = make_codec(settings)  # the same keys as the endpoint's
+    assert codec is not None
+    return codec
+
+
+def body(payloads: list[Payload]) -> dict:
+    return json_format.MessageToDict(Payloads(payloads=payloads))
+
+
+def parse(data: dict) -> list[Payload]:
+    return list(json_format.ParseDict(data, Payloads()).payloads)
+
+
+async def test_codec_endpoint_round_trip_for_a_manager(http: TestClient, settings: Settings) -> None:
+    encrypted = await server_codec(settings).encode([plain("Family Jensen")])
+    res = http.post("/codec/decode", json=body(encrypted), headers={"X-User": "maria"})
+    assert res.status_code == 200, res.text
+    assert parse(res.json()) == [plain("Family Jensen")]
+    res = http.post("/codec/encode", json=body([plain("x")]), headers={"X-User": "maria"})
+    assert res.status_code == 200
+    assert parse(res.json())[0].metadata["encoding"] == ENCODING
+
+
+async def test_codec_endpoint_for_the_temporal_ui_on_loopback(http: TestClient, settings: Settings) -> None:
+    encrypted = await server_codec(settings).encode([plain("Family Jensen")])
+    pre = http.options(
+        "/codec/decode",
+        headers={
+            "Origin": UI,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-namespace",
+        },
+    )
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == UI
+    assert "X-Namespace" in pre.headers["access-control-allow-headers"]
+    res = http.post("/codec/decode", json=body(encrypted), headers={"Origin": UI, "X-Namespace": "default"})
+    assert res.status_code == 200 and res.headers["access-control-allow-origin"] == UI
+    assert parse(res.json()) == [plain("Family Jensen")]
+
+
+def test_codec_endpoint_refusals(http: TestClient, settings: Settings) -> None:
+    payload = body([plain("x")])
+    assert http.post("/codec/decode", json=payload).status_code == 401
+    assert http.post("/codec/decode", json=payload, headers={"X-User": "nobody"}).status_code == 401
+    assert http.post("/codec/decode", json=payload, headers={"X-User": "anna"}).status_code == 403
+    # Another website in the same browser: wrong origin, and no CORS headers to read the answer.
+    evil = http.post("/codec/decode", json=payload, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 401 and "access-control-allow-origin" not in evil.headers
+    # The UI origin from another machine is not trusted.
+    remote = TestClient(http.app, client=("192.0.2.7", 50000))
+    assert remote.post("/codec/decode", json=payload, headers={"Origin": UI}).status_code == 401
+    # Errors still carry CORS headers so the UI can show them.
+    bad = http.post("/codec/decode", json={"payloads": "nope"}, headers={"Origin": UI})
+    assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == UI
+
+
+async def test_codec_endpoint_names_an_unknown_key_id(http: TestClient) -> None:
+    foreign = await EncryptionCodec("retired-2019", {"retired-2019": KEY_A}).encode([plain("x")])
+    res = http.post("/codec/decode", json=body(foreign), headers={"X-User": "maria"})
+    assert res.status_code == 400 and "retired-2019" in res.json()["detail"]
+    assert base64.b64encode(KEY_A).decode() not in res.text
