@@ -66,7 +66,6 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
             plan_version=item.plan_version,
             reasons=item.reasons,
             escalated_at=item.escalated_at,
-            meeting_at=item.meeting_at,
             status=item.status,
             decision=item.decision.value if item.decision else None,
             decided_at=item.decided_at,
@@ -74,7 +73,8 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
             monthly_total=sum(s.monthly_cost for s in plan.services) if plan else 0,
         )
         if existing is None:
-            session.add(CommitteeItemRow(id=item.id, **values))
+            # The case predicts the meeting; the committee records the one that took it.
+            session.add(CommitteeItemRow(id=item.id, meeting_at=item.meeting_at, **values))
         else:
             for field, value in values.items():
                 setattr(existing, field, value)

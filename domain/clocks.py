@@ -9,8 +9,9 @@ worker, replaying the history, computes exactly the same.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from domain.calendar import add_days
 from models.case import CaseState, Deadline, DeadlineStatus, HistoryEntry
 
 
@@ -29,7 +30,7 @@ class ClockEvent:
         return f"{d.kind.value}#{d.occurrence}:{self.kind}#{self.step}"
 
 
-def _events(deadline: Deadline, interval_days: int) -> list[ClockEvent]:
+def _events(deadline: Deadline, interval_days: int, tz: str) -> list[ClockEvent]:
     owner_role = "owner"
     events = [
         ClockEvent(deadline, "reminder", i, at, owner_role)
@@ -39,7 +40,9 @@ def _events(deadline: Deadline, interval_days: int) -> list[ClockEvent]:
     ladder = deadline.ladder or ["coordinator"]
     events.append(ClockEvent(deadline, "overdue", 0, deadline.due_at, ladder[0]))
     for step, role in enumerate(ladder[1:], start=1):
-        at = deadline.due_at + timedelta(days=interval_days * step)
+        # Calendar days in the municipality's zone: the same instant before and after the
+        # state has been through JSON (which keeps only the UTC offset).
+        at = add_days(deadline.due_at, interval_days * step, tz)
         events.append(ClockEvent(deadline, "escalation", step, at, role))
     return events
 
@@ -56,7 +59,8 @@ def pending(state: CaseState) -> list[ClockEvent]:
             continue
         interval = state.policy.clock(d.kind.value).ladder_interval_days
         fired = _fired(d)
-        out.extend(e for e in _events(d, interval) if (e.kind, e.step) not in fired)
+        events = _events(d, interval, state.policy.timezone)
+        out.extend(e for e in events if (e.kind, e.step) not in fired)
     return sorted(out, key=lambda e: e.at)
 
 
@@ -109,7 +113,8 @@ def resume(state: CaseState, now: datetime) -> list[str]:
     """Restart paused clocks: their due time and reminders move on by the time paused."""
     resumed = []
     for d in state.deadlines:
-        if d.paused_since is None:
+        if d.paused_since is None or not d.is_open():
+            d.paused_since = None
             continue
         shift = now - d.paused_since
         d.due_at += shift

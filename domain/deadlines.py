@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from domain.calendar import add_days, add_hours, add_months, add_working_days
 from models.case import CaseState, Deadline, DeadlineKind, DeadlineStatus, ReferralKind, Source
@@ -12,7 +12,12 @@ PROFESSIONAL_SOURCES = {Source.school, Source.health, Source.social_services}
 
 
 def add_deadline(
-    state: CaseState, policy: Policy, kind: DeadlineKind, due_at: datetime, owner: str | None
+    state: CaseState,
+    policy: Policy,
+    kind: DeadlineKind,
+    due_at: datetime,
+    owner: str | None,
+    now: datetime | None = None,
 ) -> Deadline:
     occurrence = 1 + sum(1 for d in state.deadlines if d.kind is kind)
     rule = policy.clock(kind.value)
@@ -22,11 +27,19 @@ def add_deadline(
         due_at=due_at,
         occurrence=occurrence,
         owner=owner,
-        remind_at=sorted(due_at - timedelta(days=d) for d in rule.remind_before_days),
+        remind_at=reminders(due_at, rule.remind_before_days, policy.timezone),
         ladder=list(rule.ladder),
     )
+    # A family clock started while the case waits for the family starts paused.
+    pause = state.pauses[-1] if state.paused and state.pauses else None
+    if pause is not None and pause.waiting_for_family and rule.pauses_for_family:
+        deadline.paused_since = max(pause.since, now) if now is not None else pause.since
     state.deadlines.append(deadline)
     return deadline
+
+
+def reminders(due_at: datetime, days_before: list[int], tz: str) -> list[datetime]:
+    return sorted(add_days(due_at, -d, tz) for d in days_before)
 
 
 def open_deadlines(state: CaseState, kind: DeadlineKind | None = None) -> list[Deadline]:
@@ -38,11 +51,13 @@ def satisfy(state: CaseState, kind: DeadlineKind, at: datetime, by: str) -> None
         d.status = DeadlineStatus.met
         d.met_at = at
         d.satisfied_by = by
+        d.paused_since = None
 
 
 def cancel(state: CaseState, kind: DeadlineKind | None = None) -> None:
     for d in open_deadlines(state, kind):
         d.status = DeadlineStatus.cancelled
+        d.paused_since = None
 
 
 def initial_deadlines(state: CaseState, policy: Policy) -> None:
@@ -90,7 +105,7 @@ def initial_deadlines(state: CaseState, policy: Policy) -> None:
 
 
 def next_due(state: CaseState) -> datetime | None:
-    dues = [d.due_at for d in open_deadlines(state)]
+    dues = [d.due_at for d in open_deadlines(state) if d.paused_since is None]
     return min(dues) if dues else None
 
 

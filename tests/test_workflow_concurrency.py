@@ -23,3 +23,4 @@ async def test_concurrent_updates_to_one_case(ts_env: WorkflowEnvironment, setti
         assert versions == list(range(versions[0], versions[0] + 8)), "one version per command"
         final = await handle.query(FamilyCaseWorkflow.case)
         assert sorted(c.notes for c in final.contacts) == sorted(str(n) for n in range(8))
+        await handle.terminate()  # a leftover case would stop time-skipping for later tests

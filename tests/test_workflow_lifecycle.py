@@ -140,6 +140,8 @@ async def test_two_years_with_escalation_status_meetings_and_continue_as_new(
         await save_history(ts_env.client.get_workflow_handle(handle.id, run_id=first_run),
                            "case_two_years_first_run")
         await save_history(handle, "case_two_years_last_run")
+        # The committee workflow runs forever; a leftover would stop time-skipping for others.
+        await ts_env.client.get_workflow_handle(f"committee-{settings.committee_id}").terminate()
 
 
 async def test_backdated_referral_is_overdue_and_refusals_leave_no_trace(
@@ -164,3 +166,4 @@ async def test_backdated_referral_is_overdue_and_refusals_leave_no_trace(
         assert {"first_contact", "assessment"} <= kinds
         assert any(e.event == "deadline_overdue" for e in state.history)
         await save_history(handle, "case_backdated")
+        await handle.terminate()
