@@ -13,13 +13,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.committee import CommitteeActivities
 from activities.projection import ProjectionActivities
+from activities.report import ReportActivities
 from models.db import get_engine, migrate
 from settings import Settings, get_settings
 from workflows.case import FamilyCaseWorkflow
 from workflows.client import connect
 from workflows.committee import VisitationCommitteeWorkflow
+from workflows.report import MonthlyReportWorkflow, ensure_report_schedule
 
-WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow]
+WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow]
 
 # Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
 # modules lazily and reads the local time for its defaults, which the sandbox forbids.
@@ -32,6 +34,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     engine = get_engine(settings.db_url)
     projection = ProjectionActivities(engine)
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
+    reports = ReportActivities(engine, settings.country)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -41,6 +44,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             projection.project_case,
             committee.committee_item_changed,
             committee.committee_meeting_held,
+            reports.build_monthly_report,
+            reports.send_monthly_report,
         ],
         activity_executor=executor,
         max_cached_workflows=settings.max_cached_workflows,
@@ -54,6 +59,7 @@ async def main() -> None:
     settings = get_settings()
     migrate(settings.db_url)
     client = await connect(settings)
+    await ensure_report_schedule(client, settings)  # idempotent; not on the time-skipping server
     with ThreadPoolExecutor(max_workers=16) as executor:
         worker = build_worker(client, settings, executor)
         logging.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_target)

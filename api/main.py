@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session
 
-from api import cases, codec, committee, dashboard, policy, staff
+from api import cases, codec, committee, dashboard, metrics, pages, policy, staff
 from api.audit import AuditMiddleware
 from api.errors import validation_handler
 from models.db import get_engine, migrate
@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(metrics.CommandLatencyMiddleware)
     for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router,
-                   codec.router):
+                   codec.router, pages.router, metrics.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -114,11 +114,13 @@ def _days(td: timedelta) -> int:
 
 
 def watch_points(state: CaseState, policy: StuckPolicy = DEFAULT_POLICY,
-                 committee_decision_days: int | None = None) -> list[Reason]:
+                 case_policy: object | None = None) -> list[Reason]:
     """Every business reason this case version may produce, each with the instant it fires.
 
     A closed case is never stuck. The list depends only on the state, so it can be stored
-    with the case version and queried by `fires_at <= now`.
+    with the case version and queried by `fires_at <= now`. `case_policy` (the case's
+    `domain.policy.Policy`) supplies the committee's decision days and the family's check-in
+    cadence when it has them; `policy` the rest.
     """
     if state.stage is Stage.closed:
         return []
@@ -154,7 +156,8 @@ def watch_points(state: CaseState, policy: StuckPolicy = DEFAULT_POLICY,
 
     # 3. no contact with the family beyond its chosen cadence (not while the family asked for
     # a break: `paused`).
-    cadence = policy.contact_cadence_days.get(state.contact_preference.value)
+    cadences = getattr(case_policy, "family_checkin_days", None) or policy.contact_cadence_days
+    cadence = cadences.get(state.contact_preference.value)
     if cadence is not None and not state.paused:
         last = last_family_contact(state)
         base = last or state.referral.received_at
@@ -167,7 +170,7 @@ def watch_points(state: CaseState, policy: StuckPolicy = DEFAULT_POLICY,
         ))
 
     # 4. a committee item waits past its decision deadline, or past the meeting it was on.
-    days = committee_decision_days or policy.committee_decision_days
+    days = getattr(case_policy, "committee_decision_days", None) or policy.committee_decision_days
     for item in state.escalations:
         if item.status != "waiting":
             continue
@@ -187,9 +190,9 @@ def watch_points(state: CaseState, policy: StuckPolicy = DEFAULT_POLICY,
 
 
 def business_reasons(state: CaseState, now: datetime, policy: StuckPolicy = DEFAULT_POLICY,
-                     committee_decision_days: int | None = None) -> list[Reason]:
+                     case_policy: object | None = None) -> list[Reason]:
     """The business reasons that hold at `now`, oldest first."""
-    fired = [r for r in watch_points(state, policy, committee_decision_days) if r.fires_at <= now]
+    fired = [r for r in watch_points(state, policy, case_policy) if r.fires_at <= now]
     return sorted(fired, key=lambda r: (r.since, r.kind))
 
 

@@ -1,0 +1,687 @@
+"""The manager dashboard: server-rendered pages (jinja2), usable without JavaScript.
+
+Pages: `/` overview, `/stuck` the stuck list, `/cases` the case list, `/cases/{id}` one case
+(with the manager actions reassign / nudge / acknowledge as POST forms that redirect back),
+`/reports` and `/reports/{yyyy-mm}` the monthly report, `/login`.
+
+Identity: a browser cannot send the API's `X-User` header, so in the embedded mode the login
+form stores the staff id in a cookie (`onefamily_user`, HttpOnly, SameSite=Lax); a request
+that carries `X-User` is taken as that user too. The staff id must be in the directory.
+Managers, admins and the committee see every case; anyone else sees only the cases they
+coordinate or are on the team of. Only managers and admins act. POST forms are refused when
+the browser says they come from another site (Origin header), on top of SameSite.
+
+Everything is read from the read model and the dashboard's index (`api.watch`), never by
+asking every workflow; the case page asks its one workflow (a Query) for the live state and
+falls back on the read model. Including this router also starts the background task that
+keeps the index current and runs the technical checks (its lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import inspect, select
+from sqlmodel import Session
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from activities import report as reports
+from api import dashboard, watch
+from api.deps import Caller
+from api.policy import latest_policy
+from domain.lifecycle import is_manager
+from domain.policy import current_policy
+from domain.stuck import BUSINESS_KINDS, OVERDUE_PREFIX, TECHNICAL_KINDS
+from models.case import Actor, AssignCoordinator, CaseState, DeadlineKind, Stage
+from models.tables import AuditRow, CaseRow, StaffRow
+from models.tables_reporting import MonthlyReportRow, StuckAckRow, StuckNudgeRow
+
+log = logging.getLogger("onefamily.pages")
+
+COOKIE = "onefamily_user"
+CSS = Path(__file__).resolve().parent.parent / "templates" / "dashboard" / "dashboard.css"
+STUCK_SORTS = [("age", "oldest first"), ("newest", "newest first"), ("stage", "stage"),
+               ("coordinator", "coordinator"), ("reasons", "most reasons")]
+CASE_SORTS = [("age", "longest in stage"), ("due", "next deadline"), ("newest", "newest referral"),
+              ("received", "oldest referral"), ("stage", "stage"), ("coordinator", "coordinator")]
+REASON_KINDS = (["overdue"] + [f"{OVERDUE_PREFIX}{k.value}" for k in DeadlineKind]
+                + list(BUSINESS_KINDS) + list(TECHNICAL_KINDS))
+
+
+@asynccontextmanager
+async def _lifespan(app):
+    task = None
+    if watch._env_float("ONEFAMILY_STUCK_INDEX_SECONDS", 5) > 0 and hasattr(app.state, "engine"):
+        task = asyncio.create_task(watch.watch_loop(app))
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+
+
+router = APIRouter(include_in_schema=False, lifespan=_lifespan)
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _settings(request: Request):
+    return request.app.state.settings
+
+
+def _timezone(request: Request) -> str:
+    return current_policy(_settings(request).country).timezone
+
+
+def render(request: Request, template: str, status: int = 200, **ctx) -> HTMLResponse:
+    env = reports._env(_timezone(request))
+    ctx.setdefault("flash_ok", request.query_params.get("ok"))
+    ctx.setdefault("flash_error", request.query_params.get("error"))
+    ctx.setdefault("technical_kinds", TECHNICAL_KINDS)
+    html = env.get_template(template).render(**ctx)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _error(request: Request, user, status: int, title: str, message: str) -> HTMLResponse:
+    return render(request, "error.html.j2", status=status, user=user, status_code=status,
+                  title=title, message=message, nav="")
+
+
+def current_user(request: Request, session: Session) -> StaffRow | None:
+    staff_id = request.headers.get("x-user") or request.cookies.get(COOKIE)
+    if not staff_id:
+        return None
+    row = session.get(StaffRow, staff_id[:64])
+    if row is None or not row.active:
+        return None
+    session.expunge(row)  # a plain value from here on: commits do not expire it
+    return row
+
+
+def _actor(user: StaffRow) -> Actor:
+    return Actor(id=user.id, roles=list(user.roles))
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+def _back(path: str, ok: str | None = None, error: str | None = None) -> RedirectResponse:
+    params = {k: v for k, v in (("ok", ok), ("error", error)) if v}
+    return RedirectResponse(path + (f"?{urlencode(params)}" if params else ""), status_code=303)
+
+
+def _cross_site(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return bool(origin)
+    return origin.split("://", 1)[-1] != request.url.netloc
+
+
+def _staff_names(session: Session) -> dict[str, str]:
+    return {s.id: s.name for s in session.execute(select(StaffRow)).scalars()}
+
+
+def _audit(request: Request, actor: str, case_id: str | None, status: int) -> None:
+    with Session(request.app.state.engine) as session:
+        session.add(AuditRow(at=datetime.now(UTC), actor=actor[:64], method=request.method,
+                             path=request.url.path, case_id=case_id, status=status))
+        session.commit()
+
+
+def _query(request: Request, drop: tuple[str, ...] = ("offset", "ok", "error")) -> str:
+    return urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in drop and v])
+
+
+def _table_exists(request: Request, name: str) -> bool:
+    cache = getattr(request.app.state, "_dashboard_tables", None)
+    if cache is None:
+        cache = request.app.state._dashboard_tables = {}
+    if name not in cache:
+        cache[name] = inspect(request.app.state.engine).has_table(name)
+    return cache[name]
+
+
+async def _index(request: Request) -> None:
+    await asyncio.to_thread(watch.catch_up, request.app.state.engine)
+
+
+# ---------------------------------------------------------------- identity
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:
+    with Session(request.app.state.engine) as session:
+        staff = session.execute(select(StaffRow).where(StaffRow.active).order_by(StaffRow.id)).scalars().all()
+        return render(request, "login.html.j2", user=None, staff_list=staff, next=next, nav="")
+
+
+@router.post("/login")
+def login(request: Request, staff_id: Annotated[str, Form(max_length=64)],
+          next: Annotated[str, Form(max_length=500)] = "/") -> Response:
+    if _cross_site(request):
+        return Response("Cross-site form refused.", status_code=403)
+    with Session(request.app.state.engine) as session:
+        row = session.get(StaffRow, staff_id.strip())
+        if row is None or not row.active:
+            staff = session.execute(
+                select(StaffRow).where(StaffRow.active).order_by(StaffRow.id)).scalars().all()
+            return render(request, "login.html.j2", status=401, user=None, staff_list=staff, next=next,
+                          nav="", flash_error=f"Unknown staff id '{staff_id}'.")
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, row.id, httponly=True, samesite="lax", max_age=12 * 3600, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/assets/dashboard.css")
+def stylesheet() -> FileResponse:
+    return FileResponse(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+# ---------------------------------------------------------------- overview and lists
+
+
+@router.get("/")
+async def overview_page(request: Request) -> Response:
+    await _index(request)
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        if user is None:
+            return _login_redirect(request)
+        me = dashboard.visible_to(_actor(user))
+        data = await asyncio.to_thread(dashboard.overview, session, watch.utcnow(), _settings(request), me)
+        return render(request, "overview.html.j2", user=user, nav="overview", o=data,
+                      staff=_staff_names(session), refresh=60)
+
+
+@router.get("/stuck")
+async def stuck_page(
+    request: Request,
+    stage: Stage | None = None,
+    coordinator_id: Annotated[str | None, Query(max_length=64)] = None,
+    reason: Annotated[str | None, Query(max_length=64)] = None,
+    sort: dashboard.Sort = "age",
+    acknowledged: str = "show",
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    await _index(request)
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        if user is None:
+            return _login_redirect(request)
+        result = await asyncio.to_thread(
+            dashboard.stuck_list, session, watch.utcnow(), stage=stage.value if stage else None,
+            coordinator_id=coordinator_id or None, reason=reason or None, sort=sort,
+            include_acknowledged=acknowledged != "hide", me=dashboard.visible_to(_actor(user)),
+            limit=50, offset=offset,
+        )
+        coordinators = [s for s in session.execute(select(StaffRow).order_by(StaffRow.name)).scalars()
+                        if "coordinator" in s.roles]
+        return render(
+            request, "stuck.html.j2", user=user, nav="stuck", result=result, now=watch.utcnow(),
+            staff=_staff_names(session), stages=[s.value for s in Stage if s is not Stage.closed],
+            coordinators=coordinators, reason_kinds=REASON_KINDS, sorts=STUCK_SORTS,
+            f={"stage": stage.value if stage else "", "coordinator_id": coordinator_id, "reason": reason,
+               "sort": sort, "acknowledged": acknowledged},
+            query=_query(request),
+        )
+
+
+@router.get("/cases")
+async def cases_page(
+    request: Request,
+    stage: Stage | None = None,
+    coordinator_id: Annotated[str | None, Query(max_length=64)] = None,
+    overdue: str | None = None,
+    q: Annotated[str | None, Query(max_length=100)] = None,
+    sort: dashboard.CaseSort = "age",
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        if user is None:
+            return _login_redirect(request)
+        flag = {"true": True, "false": False}.get(overdue or "")
+        result = await asyncio.to_thread(
+            dashboard.case_list, session, watch.utcnow(), stage=stage.value if stage else None,
+            coordinator_id=coordinator_id or None, overdue=flag, q=q or None, sort=sort,
+            me=dashboard.visible_to(_actor(user)), limit=50, offset=offset,
+        )
+        coordinators = [s for s in session.execute(select(StaffRow).order_by(StaffRow.name)).scalars()
+                        if "coordinator" in s.roles]
+        return render(
+            request, "cases.html.j2", user=user, nav="cases", result=result, now=watch.utcnow(),
+            staff=_staff_names(session), all_stages=[s.value for s in Stage], coordinators=coordinators,
+            sorts=CASE_SORTS, query=_query(request),
+            f={"stage": stage.value if stage else "", "coordinator_id": coordinator_id,
+               "overdue": overdue or "", "q": q, "sort": sort},
+        )
+
+
+# ---------------------------------------------------------------- one case
+
+
+def _valid_case_id(case_id: str) -> bool:
+    try:
+        uuid.UUID(case_id)
+    except ValueError:
+        return False
+    return True
+
+
+async def _load_case(request: Request, case_id: str) -> tuple[CaseState | None, bool]:
+    """(state, live): the live state from the case's workflow (a Query), else the read
+    model's copy (Temporal down, or a case the workflow no longer holds)."""
+    client = getattr(request.app.state, "temporal", None)
+    if client is not None:
+        from api.gateway import workflow_id
+        from workflows.case import FamilyCaseWorkflow
+
+        try:
+            state = await asyncio.wait_for(
+                client.get_workflow_handle(workflow_id(case_id)).query(
+                    FamilyCaseWorkflow.case, result_type=CaseState), 5)
+            return state, True
+        except (RPCError, WorkflowQueryFailedError, TimeoutError, ValidationError):
+            pass
+
+    def stored() -> CaseState | None:
+        with Session(request.app.state.engine) as session:
+            row = session.get(CaseRow, case_id)
+            return CaseState.model_validate(row.document) if row else None
+
+    return await asyncio.to_thread(stored), False
+
+
+def _may_read(state: CaseState, user: StaffRow) -> bool:
+    return dashboard.sees_everything(_actor(user)) or user.id in state.team_ids
+
+
+def _temporal_url(request: Request, case_id: str) -> str:
+    settings = _settings(request)
+    base = os.environ.get("ONEFAMILY_TEMPORAL_UI_URL") or f"http://127.0.0.1:{settings.temporal_ui_port}"
+    return (f"{base.rstrip('/')}/namespaces/{quote(settings.temporal_namespace)}"
+            f"/workflows/case-{case_id}")
+
+
+def _documents(request: Request, session: Session, case_id: str) -> list | None:
+    try:
+        from models.tables_outbox import DocumentRow
+    except ImportError:
+        return None
+    if not hasattr(DocumentRow, "__table__") or not _table_exists(request, "documents"):
+        return None
+    t = DocumentRow.__table__
+    return session.execute(
+        select(t.c.id, t.c.kind, t.c.version, t.c.language, t.c.created_at)
+        .where(t.c.case_id == case_id).order_by(t.c.created_at.desc())).all()
+
+
+def _notifications(request: Request, session: Session, case_id: str) -> list | None:
+    try:
+        from models.tables_outbox import NotificationRow
+    except ImportError:
+        return None
+    if not hasattr(NotificationRow, "__table__") or not _table_exists(request, "notifications"):
+        return None
+    t = NotificationRow.__table__
+    cols = [t.c[name] for name in ("id", "channel", "recipient_id", "recipient_role", "purpose",
+                                   "status", "created_at", "sent_at") if name in t.c]
+    return session.execute(select(*cols).where(t.c.case_id == case_id)
+                           .order_by(t.c.created_at.desc()).limit(200)).all()
+
+
+def _nudge_recipients(session: Session, state: CaseState, staff: dict[str, str],
+                      reasons: list[dict]) -> tuple[list[dict], str | None]:
+    people: dict[str, str] = {}
+    if state.coordinator_id:
+        people[state.coordinator_id] = "coordinator"
+    for m in state.team:
+        people.setdefault(m.staff_id, "team")
+    for s in session.execute(select(StaffRow).where(StaffRow.active)).scalars():
+        if "committee" in s.roles:
+            people.setdefault(s.id, "committee")
+        elif "manager" in s.roles:
+            people.setdefault(s.id, "manager")
+    options = [{"id": pid, "role": role, "label": f"{staff.get(pid, pid)} ({role})"}
+               for pid, role in people.items() if pid in staff]
+    default = None
+    for r in reasons:
+        owners = [o for o in str(r["owner"]).split(",") if o in people]
+        if r["owner"] == "committee":
+            owners = [pid for pid, role in people.items() if role == "committee"]
+        if owners:
+            default = owners[0]
+            break
+    return options, default or state.coordinator_id
+
+
+@router.get("/cases/{case_id}")
+async def case_page(request: Request, case_id: str) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    if user is None:
+        return _login_redirect(request)
+    if not _valid_case_id(case_id):
+        return _error(request, user, 404, "No such case", "Case ids are UUIDs.")
+    state, live = await _load_case(request, case_id)
+    if state is None:
+        return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
+    if not _may_read(state, user):
+        await asyncio.to_thread(_audit, request, user.id, case_id, 403)
+        return _error(request, user, 403, "Not your case", "You do not work on this case.")
+    await _index(request)
+    from api.views import case_view
+
+    now = watch.utcnow()
+    c = case_view(state, now)
+    with Session(request.app.state.engine) as session:
+        staff = _staff_names(session)
+        reasons = dashboard.case_reasons(session, now, case_id)
+        recipients, default = _nudge_recipients(session, state, staff, reasons)
+        cap = latest_policy(session, _settings(request).country).caseload_cap
+        plan = c.get("plan")
+        active = state.active_plan
+        ctx = dict(
+            user=user, nav="cases", c=c, live=live, now=now, staff=staff, reasons=reasons,
+            manager=is_manager(_actor(user)), cap=cap,
+            coordinators=dashboard.caseload(session, cap) if is_manager(_actor(user)) else [],
+            nudge_recipients=recipients, nudge_default=default,
+            deadlines=sorted(c["deadlines"],
+                             key=lambda d: (d["status"] not in ("overdue", "open"), d["due_at"])),
+            plan=plan, active_plan=active.model_dump(mode="json") if active else None,
+            goals={g["id"]: g["text"] for g in (plan or {}).get("goals", [])},
+            today=date.today().isoformat(),
+            history=list(reversed(c["history"])),
+            last_contact=max([x["at"] for x in c["contacts"]], default=None),
+            documents=_documents(request, session, case_id),
+            notifications=_notifications(request, session, case_id),
+            nudges=session.execute(select(StuckNudgeRow).where(StuckNudgeRow.case_id == case_id)
+                                   .order_by(StuckNudgeRow.sent_at.desc())).scalars().all(),
+            acks=session.execute(select(StuckAckRow).where(StuckAckRow.case_id == case_id)
+                                 .order_by(StuckAckRow.acked_at.desc())).scalars().all(),
+            temporal_url=_temporal_url(request, case_id),
+        )
+        response = render(request, "case.html.j2", **ctx)
+    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
+    return response
+
+
+@router.get("/cases/{case_id}/documents/{doc_id}")
+async def case_document(request: Request, case_id: str, doc_id: str, format: str = "html") -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    if user is None:
+        return _login_redirect(request)
+    if not _valid_case_id(case_id):
+        return _error(request, user, 404, "No such document", "Case ids are UUIDs.")
+    state, _ = await _load_case(request, case_id)
+    if state is None or not _may_read(state, user):
+        return _error(request, user, 404 if state is None else 403, "No such document",
+                      "There is no such document, or you do not work on this case.")
+    try:
+        from models.tables_outbox import DocumentRow
+    except ImportError:
+        return _error(request, user, 404, "No such document", "No document store here.")
+    with Session(request.app.state.engine) as session:
+        row = session.get(DocumentRow, doc_id)
+        if row is None or row.case_id != case_id:
+            return _error(request, user, 404, "No such document", "There is no such document.")
+        await asyncio.to_thread(_audit, request, user.id, case_id, 200)
+        if format == "pdf":
+            filename = f"{row.kind}-v{row.version}.pdf"
+            return Response(row.pdf, media_type="application/pdf",
+                            headers={"Content-Disposition": f'inline; filename="{filename}"'})
+        return HTMLResponse(row.html)
+
+
+# ---------------------------------------------------------------- manager actions (PRG)
+
+
+def _manager_or_error(request: Request, user: StaffRow | None):
+    if user is None:
+        return _login_redirect(request)
+    if _cross_site(request):
+        return _error(request, user, 403, "Refused", "This form was sent from another site.")
+    if not is_manager(_actor(user)):
+        return _error(request, user, 403, "Managers only", "Only a manager can do this.")
+    return None
+
+
+@router.post("/cases/{case_id}/coordinator")
+async def reassign(request: Request, case_id: str,
+                   coordinator_id: Annotated[str, Form(max_length=64)],
+                   override: Annotated[bool, Form()] = False) -> Response:
+    """Reassign through the API's own command path (api.cases.assign_coordinator): the same
+    checks, caseload cap and override rule, and the same Temporal Update."""
+    from api.cases import assign_coordinator, get_commands
+
+    session = Session(request.app.state.engine)
+    try:
+        user = current_user(request, session)
+        refused = _manager_or_error(request, user)
+        if refused is not None:
+            return refused
+        page = f"/cases/{case_id}"
+        client = getattr(request.app.state, "temporal", None)
+        if client is None:
+            return _back(page, error="The case engine (Temporal) is not reachable; try again shortly.")
+        try:
+            body = AssignCoordinator(coordinator_id=coordinator_id, override=override)
+        except ValidationError:
+            return _back(page, error="Choose a coordinator.")
+        cmd = get_commands(caller=Caller(user_id=user.id, session=session), session=session, client=client,
+                           engine=request.app.state.engine, settings=_settings(request),
+                           idempotency_key=None)
+        try:
+            result = await assign_coordinator(case_id, body, cmd)
+        except HTTPException as error:
+            await asyncio.to_thread(_audit, request, user.id, case_id if _valid_case_id(case_id) else None,
+                                    error.status_code)
+            return _back(page, error=str(error.detail))
+        await asyncio.to_thread(_audit, request, user.id, case_id, 200)
+        name = _staff_names(Session(request.app.state.engine)).get(result["coordinator_id"], coordinator_id)
+        return _back(page, ok=f"{name} is now the coordinator.")
+    finally:
+        session.close()
+
+
+@router.post("/cases/{case_id}/nudge")
+async def nudge(request: Request, case_id: str,
+                recipient_id: Annotated[str, Form(max_length=64)],
+                message: Annotated[str, Form(max_length=1000)] = "",
+                kind: Annotated[str, Form(max_length=64)] = "") -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        refused = _manager_or_error(request, user)
+        if refused is not None:
+            return refused
+        if not _valid_case_id(case_id) or session.get(CaseRow, case_id) is None:
+            return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
+        if session.get(StaffRow, recipient_id) is None:
+            return _back(f"/cases/{case_id}", error=f"Unknown staff id '{recipient_id}'.")
+        text = message.strip() or "Please look at this case."
+        row = StuckNudgeRow(case_id=case_id, kind=kind or None, recipient_id=recipient_id, sent_by=user.id,
+                            sent_at=datetime.now(UTC), message=text)
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+        case_row = session.get(CaseRow, case_id)
+        role = "coordinator" if case_row.coordinator_id == recipient_id else "team"
+        nudge_id, sender = row.id, user.name
+    notification = await asyncio.to_thread(
+        reports.notify_in_app, request.app.state.engine, key=f"nudge:{nudge_id}", case_id=case_id,
+        recipient_id=recipient_id, recipient_role=role, purpose="manager_nudge",
+        subject=f"{sender} asks you to look at a case",
+        body=f"{text}\n\n/cases/{case_id}",
+    )
+    if notification:
+        with Session(request.app.state.engine) as session:
+            row = session.get(StuckNudgeRow, nudge_id)
+            row.notification_id = notification
+            session.commit()
+    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
+    where = "in-app notification sent" if notification else "recorded"
+    return _back(f"/cases/{case_id}", ok=f"Nudge to {recipient_id} {where}.")
+
+
+@router.post("/cases/{case_id}/acknowledge")
+async def acknowledge(request: Request, case_id: str,
+                      kind: Annotated[str, Form(max_length=64)],
+                      since: Annotated[str, Form(max_length=64)],
+                      note: Annotated[str, Form(max_length=500)] = "") -> Response:
+    await _index(request)
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        refused = _manager_or_error(request, user)
+        if refused is not None:
+            return refused
+        if not _valid_case_id(case_id):
+            return _error(request, user, 404, "No such case", "Case ids are UUIDs.")
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            return _back(f"/cases/{case_id}", error="That reason is not valid.")
+        reasons = dashboard.case_reasons(session, watch.utcnow(), case_id)
+        match = next((r for r in reasons if r["kind"] == kind and r["since"] == when), None)
+        if match is None:
+            return _back(f"/cases/{case_id}", error=f"'{kind}' no longer holds for this case.")
+        if match["acknowledged"]:
+            return _back(f"/cases/{case_id}", ok=f"'{kind}' was already acknowledged.")
+    await asyncio.to_thread(watch.acknowledge, request.app.state.engine, case_id, kind, match["since"],
+                            user.id, note.strip())
+    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
+    return _back(f"/cases/{case_id}", ok=f"'{kind}' acknowledged.")
+
+
+# ---------------------------------------------------------------- monthly reports
+
+
+def _month_or_none(text: str) -> str | None:
+    try:
+        return reports.parse_month(text)
+    except ValueError:
+        return None
+
+
+def _shift(month: str, by: int) -> str:
+    year, mon = (int(x) for x in month.split("-"))
+    index = year * 12 + (mon - 1) + by
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+@router.get("/reports")
+def reports_index(request: Request) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        if user is None:
+            return _login_redirect(request)
+        t = MonthlyReportRow.__table__
+        rows = session.execute(select(t.c.month, t.c.generated_at, t.c.generated_by,
+                                      t.c.pdf.is_not(None).label("has_pdf")).order_by(t.c.month.desc())).all()
+        now = watch.utcnow()
+        default = reports.previous_month(now.astimezone(ZoneInfo(_timezone(request))))
+        return render(request, "reports.html.j2", user=user, nav="reports", reports=rows,
+                      default_month=default)
+
+
+@router.get("/reports/go")
+def reports_go(month: str = "") -> Response:
+    return RedirectResponse(f"/reports/{quote(month[:7])}", status_code=303)
+
+
+async def _report(request: Request, month: str, user: StaffRow,
+                  force: bool = False) -> MonthlyReportRow | dict:
+    """The stored report of a finished month (computed and stored if missing), or, for the
+    running month, the figures so far (not stored)."""
+    engine = request.app.state.engine
+    country = _settings(request).country
+    if not force:
+        with Session(engine) as session:
+            row = session.get(MonthlyReportRow, month)
+            if row is not None:
+                session.expunge(row)
+                return row
+    data = await asyncio.to_thread(reports.build_report, engine, month, country)
+    if data["complete"]:
+        return await asyncio.to_thread(reports.store_report, engine, data, user.id)
+    return data
+
+
+@router.get("/reports/{month}")
+async def report_page(request: Request, month: str) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    if user is None:
+        return _login_redirect(request)
+    if _month_or_none(month) is None:
+        return _error(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+    if not dashboard.sees_everything(_actor(user)):
+        return _error(request, user, 403, "Managers only", "The monthly report is for managers.")
+    found = await _report(request, month, user)
+    stored = isinstance(found, MonthlyReportRow)
+    data = found.data if stored else found
+    return render(request, "report_page.html.j2", user=user, nav="reports", r=data,
+                  prev=_shift(month, -1), next=_shift(month, 1), has_pdf=stored and found.pdf is not None,
+                  stored_at=found.generated_at if stored else None,
+                  stored_by=found.generated_by if stored else None, manager=is_manager(_actor(user)))
+
+
+@router.post("/reports/{month}")
+async def recompute_report(request: Request, month: str) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    refused = _manager_or_error(request, user)
+    if refused is not None:
+        return refused
+    if _month_or_none(month) is None:
+        return _error(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+    await _report(request, month, user, force=True)
+    return _back(f"/reports/{month}", ok="Report recomputed.")
+
+
+@router.get("/reports/{month}/document")
+async def report_document(request: Request, month: str, format: str = "html") -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    if user is None:
+        return _login_redirect(request)
+    if _month_or_none(month) is None:
+        return _error(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+    if not dashboard.sees_everything(_actor(user)):
+        return _error(request, user, 403, "Managers only", "The monthly report is for managers.")
+    found = await _report(request, month, user)
+    if isinstance(found, MonthlyReportRow):
+        html, pdf = found.html, found.pdf
+    else:
+        html = reports.render_report_html(found)
+        pdf = await asyncio.to_thread(reports.html_to_pdf, html) if format == "pdf" else None
+    if format == "pdf":
+        if pdf is None:
+            return _error(request, user, 404, "No PDF", "PDF rendering is not available here; use the HTML.")
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="onefamily-report-{month}.pdf"'})
+    return HTMLResponse(html)

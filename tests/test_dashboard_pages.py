@@ -1,0 +1,207 @@
+"""The manager dashboard as a person uses it: a real headless Chromium (Playwright driving
+Debian's /usr/bin/chromium) against the real stack (dev server, worker and API processes).
+
+Seeds cases over the HTTP API in several stages, one of them overdue (a backdated referral),
+opens the dashboard, checks the stuck case and its reason are shown, opens the case page,
+reassigns the coordinator through the page and checks it changed. Screenshots of the
+overview and of a case page go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e_stack import Stack
+from tests.factories import case_create_body
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+STAFF = [
+    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "bo", "name": "Bo Holm", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
+     "department": "adult_services", "roles": ["team_member"]},
+    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
+     "department": "children_disability", "roles": ["manager"]},
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason=f"{CHROMIUM} is missing (Debian package `chromium`)")
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    s = Stack(Path(tmp_path_factory.mktemp("dashboard")) / "data")
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # the API's technical sweep: every second
+            mp.setenv("ONEFAMILY_STUCK_CHECK_SECONDS", "1")
+            mp.setenv("ONEFAMILY_STUCK_INDEX_SECONDS", "1")
+            await s.start()
+        async with httpx.AsyncClient(base_url=s.base_url, headers={"X-User": "admin"}) as c:
+            for person in STAFF:
+                assert (await c.post("/api/v1/staff", json=person)).status_code == 201
+        yield s
+    finally:
+        s.stop()
+
+
+def api(stack: Stack, user: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", headers={"X-User": user}, timeout=60)
+
+
+async def seed(stack: Stack) -> dict[str, str]:
+    """Cases in several stages; `overdue` was received 60 days ago and nobody took it."""
+    now = datetime.now(UTC)
+    ids: dict[str, str] = {}
+    async with api(stack, "mia") as mia, api(stack, "anna") as anna:
+        async def create(name: str, **referral) -> str:
+            body = case_create_body(**referral)
+            body["family"]["name"] = name
+            r = await mia.post("/cases", json=body)
+            assert r.status_code == 201, r.text
+            return r.json()["id"]
+
+        ids["overdue"] = await create("Family Overdue",
+                                      received_at=(now - timedelta(days=60)).isoformat())
+        ids["assigned"] = await create("Family Assigned", received_at=now.isoformat())
+        ids["assessment"] = await create("Family Assessment", received_at=now.isoformat())
+        for key in ("assigned", "assessment"):
+            r = await mia.post(f"/cases/{ids[key]}/coordinator", json={"coordinator_id": "anna"})
+            assert r.status_code == 200, r.text
+        cid = ids["assessment"]
+        r = await anna.post(f"/cases/{cid}/team", json={"members": [
+            {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}]})
+        assert r.status_code == 200, r.text
+        r = await anna.post(f"/cases/{cid}/assessment/meeting", json={
+            "at": (now + timedelta(days=3)).isoformat(), "location": "Town hall",
+            "participants": ["anna", "ole", "family"]})
+        assert r.status_code == 200 and r.json()["stage"] == "assessment", r.text
+
+        deadline = time.monotonic() + 30
+        while True:  # the read model is written by the workflow's projection activity
+            r = await mia.get("/cases", params={"limit": 50})
+            stages = {i["id"]: i["stage"] for i in r.json()["items"]}
+            if stages.get(ids["assessment"]) == "assessment" and len(stages) >= 3:
+                break
+            assert time.monotonic() < deadline, f"read model not updated: {stages}"
+            await asyncio.sleep(0.2)
+    return ids
+
+
+async def test_a_manager_finds_the_stuck_case_and_reassigns_through_the_pages(stack: Stack) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    ids = await seed(stack)
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1366, "height": 900})
+            page.set_default_timeout(20_000)
+
+            # Not signed in: the dashboard asks who you are.
+            await page.goto(stack.base_url + "/")
+            assert "/login" in page.url
+            await page.fill("#staff_id", "mia")
+            await page.click("button[type=submit]")
+            await page.wait_for_url(stack.base_url + "/")
+
+            # The overview: open cases by stage, and the overdue case with its reason.
+            await expect(page.locator("h1")).to_contain_text("Overview")
+            await expect(page.locator("#open-total")).to_have_text("3")
+            row = page.locator(f"table.stuck tr[data-case='{ids['overdue']}']")
+            await expect(row).to_be_visible()
+            await expect(row.locator("[data-reason='overdue:first_contact']")).to_be_visible()
+            await expect(row).to_contain_text("Family Overdue")
+            await expect(page.locator(f"table.stuck tr[data-case='{ids['assigned']}']")).to_have_count(0)
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+
+            # The stuck list filters by reason.
+            await page.goto(stack.base_url + "/stuck?reason=overdue:first_contact")
+            await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_be_visible()
+            await page.goto(stack.base_url + "/stuck?stage=assessment")
+            await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_have_count(0)
+
+            # The stuck case's page: its reasons, and a link to its workflow in the Temporal UI.
+            await page.goto(stack.base_url + "/")
+            await row.get_by_role("link", name="Family Overdue").click()
+            await page.wait_for_url(f"**/cases/{ids['overdue']}")
+            reasons = page.locator("#reasons")
+            await expect(reasons.locator("[data-reason-row='overdue:first_contact']")).to_be_visible()
+            link = await page.locator("#temporal-link").get_attribute("href")
+            assert link.endswith(f"/namespaces/{stack.temporal.namespace}/workflows/case-{ids['overdue']}")
+
+            # Acknowledge the reason: it stays listed, marked with who and when.
+            first = reasons.locator("[data-reason-row='overdue:first_contact']")
+            await first.locator("input[name=note]").fill("Bo takes it on Monday")
+            await first.get_by_role("button", name="Acknowledge").click()
+            await expect(page.locator(".flash.ok")).to_contain_text("acknowledged")
+            await expect(reasons.locator("[data-reason-row='overdue:first_contact']")).to_contain_text(
+                "acknowledged by Mia Lund")
+
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-case.png"), full_page=True)
+
+            # Another case: nudge its owner (recorded; an in-app notification where the
+            # notification outbox exists), then reassign its coordinator through the page.
+            await page.goto(stack.base_url + f"/cases/{ids['assigned']}")
+            await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "anna")
+            await page.select_option("#recipient_id", "anna")
+            await page.fill("#message", "Please call the family this week.")
+            await page.get_by_role("button", name="Send nudge").click()
+            await expect(page.locator(".flash.ok")).to_contain_text("Nudge to anna")
+            await expect(page.locator("#documents")).to_contain_text("Anna Berg")
+            await page.select_option("#coordinator_id", "bo")
+            await page.get_by_role("button", name="Reassign").click()
+            await expect(page.locator(".flash.ok")).to_contain_text("Bo Holm is now the coordinator")
+            await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "bo")
+            await expect(page.locator("#timeline")).to_contain_text("coordinator reassigned")
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-case-reassigned.png"), full_page=True)
+        finally:
+            await browser.close()
+
+    async with api(stack, "mia") as mia:
+        case = (await mia.get(f"/cases/{ids['assigned']}")).json()
+        assert case["coordinator_id"] == "bo"
+        assert any(h["event"] == "coordinator_reassigned" for h in case["history"])
+
+
+async def test_the_api_sweep_finds_a_workflow_that_stopped(stack: Stack) -> None:
+    """The API's background task (started with the pages router) asks Temporal about open
+    cases: a case workflow terminated by hand shows as `workflow_not_running`."""
+    from temporalio.client import Client
+
+    async with api(stack, "mia") as mia:
+        body = case_create_body()
+        body["family"]["name"] = "Family Terminated"
+        r = await mia.post("/cases", json=body)
+        assert r.status_code == 201, r.text
+        case_id = r.json()["id"]
+        client = await Client.connect(stack.temporal.target, namespace=stack.temporal.namespace)
+        deadline = time.monotonic() + 30
+        while (await mia.get(f"/cases/{case_id}")).status_code != 200 or not any(
+                i["id"] == case_id for i in (await mia.get("/cases")).json()["items"]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await client.get_workflow_handle(f"case-{case_id}").terminate("simulating an operator mistake")
+        deadline = time.monotonic() + 60
+        while True:
+            stuck = (await mia.get("/dashboard/stuck", params={"reason": "workflow_not_running"})).json()
+            found = [i for i in stuck["items"] if i["case_id"] == case_id]
+            if found:
+                break
+            assert time.monotonic() < deadline, "the sweep never reported the terminated workflow"
+            await asyncio.sleep(0.5)
+        reason = next(r for r in found[0]["reasons"] if r["kind"] == "workflow_not_running")
+        assert reason["technical"] and "terminated" in reason["detail"]
