@@ -5,20 +5,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean distclean
+.PHONY: run test lint bench bench-dashboard install sysdeps clean distclean
 
 run: install
 	$(PY) -m launcher
 
-test: install
+test: install sysdeps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# Chromium (browser tests) and Pango (PDF documents) from Debian, only when missing.
+sysdeps:
+	@bash scripts/system-deps.sh
 
 lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) -m bench.lifecycle
+
+bench-dashboard: install
+	$(PY) -m bench.dashboard
 
 install: $(STAMP)
 
