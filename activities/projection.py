@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, delete, select, update
 from temporalio import activity
 
 from domain import deadlines as dl
@@ -44,16 +45,22 @@ def case_row(state: CaseState, now: datetime) -> CaseRow:
 
 
 def write_case(session: Session, state: CaseState, now: datetime) -> bool:
-    """Upsert the case unless the stored version is already as new. Returns True if written."""
-    current = session.get(CaseRow, state.id)
-    if current is not None and current.version >= state.version:
-        return False
-    row = case_row(state, now)
-    if current is None:
-        session.add(row)
-    else:
-        for field, value in row.model_dump().items():
-            setattr(current, field, value)
+    """Upsert the case unless the stored version is already as new. Returns True if written.
+
+    The API and the projection activity both write: the version check is one conditional
+    UPDATE, so of two racing writers the older version can never win."""
+    values = case_row(state, now).model_dump()
+    updated = session.exec(
+        update(CaseRow).where(CaseRow.id == state.id, CaseRow.version < state.version).values(values)
+    ).rowcount
+    if not updated:
+        if session.exec(select(CaseRow.version).where(CaseRow.id == state.id)).first() is not None:
+            return False
+        try:
+            with session.begin_nested():
+                session.add(CaseRow(**values))
+        except IntegrityError:  # another writer inserted it first: its version decides
+            return write_case(session, state, now)
     session.exec(delete(CasePersonRow).where(CasePersonRow.case_id == state.id))
     if state.stage is not Stage.closed:
         for m in state.family.members:

@@ -10,18 +10,26 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from activities.projection import open_case_ids_for_person
 from api import examples
-from api.deps import Caller, get_caller, get_client, get_engine_dep, get_session, get_settings_dep
-from api.gateway import live_state, send, utcnow, workflow_id
+from api.deps import (
+    Caller,
+    get_caller,
+    get_client,
+    get_engine_dep,
+    get_session,
+    get_settings_dep,
+    lookup_staff,
+)
+from api.gateway import live_state, project, send, utcnow, workflow_id
 from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
 from api.views import case_view
-from domain.lifecycle import is_manager
+from domain.lifecycle import Ctx, is_manager, new_case
 from models import search
 from models.case import (
     Actor,
@@ -44,7 +52,7 @@ from models.case import (
     Triage,
 )
 from models.commands import CaseWorkflowInput, CommandInput
-from models.tables import StaffRow
+from models.tables import CaseRow
 from settings import Settings
 from workflows.case import FamilyCaseWorkflow
 
@@ -63,7 +71,7 @@ class Commands:
     idempotency_key: str | None
 
     def staff(self, ids: list[str], what: str) -> None:
-        unknown = [i for i in dict.fromkeys(ids) if self.session.get(StaffRow, i) is None]
+        unknown = [i for i in dict.fromkeys(ids) if lookup_staff(self.session, i) is None]
         if unknown:
             raise HTTPException(422, f"Unknown staff id(s) in {what}: {', '.join(unknown)}.")
 
@@ -76,7 +84,7 @@ class Commands:
         return case_view(state, utcnow())
 
 
-def get_commands(
+async def get_commands(
     caller: Caller = Depends(get_caller),
     session: Session = Depends(get_session),
     client: Client = Depends(get_client),
@@ -119,23 +127,30 @@ async def register_referral(
         {cid for m in body.family.members
          for cid in open_case_ids_for_person(cmd.session, m.name, m.birth_date) if cid != case_id}
     )
+    if key and cmd.session.get(CaseRow, case_id) is not None:  # a retried request
+        return case_view(await live_state(cmd.client, cmd.engine, case_id), utcnow())
     policy = latest_policy(cmd.session, cmd.settings.country)
+    now = utcnow()
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
-                            possible_duplicates=duplicates)
-    start = WithStartWorkflowOperation(
-        FamilyCaseWorkflow.run,
-        inp,
-        id=workflow_id(case_id),
-        task_queue=cmd.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([SearchAttributePair(search.STAGE, Stage.referred.value)]),
-    )
+                            possible_duplicates=duplicates, created_at=now)
+    cmd.session.close()
     try:
-        state = await cmd.client.execute_update_with_start_workflow(
-            FamilyCaseWorkflow.snapshot, start_workflow_operation=start, result_type=CaseState
+        await cmd.client.start_workflow(
+            FamilyCaseWorkflow.run,
+            inp,
+            id=workflow_id(case_id),
+            task_queue=cmd.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(search.STAGE, Stage.referred.value)]
+            ),
         )
     except RPCError:
         raise HTTPException(503, "The case engine is not reachable; try again shortly.") from None
+    # The workflow builds the same state from the same input (new_case is pure), so the answer
+    # need not wait for the workflow's first task.
+    state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)
+    await project(cmd.engine, state)
     return case_view(state, utcnow())
 
 
@@ -175,10 +190,10 @@ async def get_case(case_id: str, cmd: Cmd) -> dict:
 @router.post("/{case_id}/coordinator")
 async def assign_coordinator(case_id: str, body: AssignCoordinator, cmd: Cmd) -> dict:
     actor = cmd.caller.require()
-    row = cmd.session.get(StaffRow, body.coordinator_id)
-    if row is None:
+    target = lookup_staff(cmd.session, body.coordinator_id)
+    if target is None:
         raise HTTPException(422, f"Unknown staff id '{body.coordinator_id}'.")
-    if "coordinator" not in row.roles:
+    if "coordinator" not in target.roles:
         raise HTTPException(422, f"'{body.coordinator_id}' does not have the coordinator role.")
     cap = latest_policy(cmd.session, cmd.settings.country).caseload_cap
     load = open_caseloads(cmd.session).get(body.coordinator_id, 0)

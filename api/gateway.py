@@ -7,6 +7,7 @@ commands to one case all succeed instead of failing (DESIGN §7).
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from sqlmodel import Session
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.projection import write_case
 from api.errors import rpc_failed, update_failed
 from models.case import CaseState, Stage
 from models.commands import CommandInput
@@ -23,6 +25,7 @@ from models.tables import CaseRow
 from workflows.case import FamilyCaseWorkflow
 
 IN_FLIGHT_PER_CASE = 5
+log = logging.getLogger("onefamily.api")
 _queues: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
 
 
@@ -57,7 +60,7 @@ async def send(
     async with sem:
         for attempt in range(8):
             try:
-                return await handle.execute_update(
+                state = await handle.execute_update(
                     name, inp, id=idempotency_key, result_type=CaseState
                 )
             except WorkflowUpdateFailedError as error:
@@ -68,7 +71,24 @@ async def send(
                     continue
                 stored = await asyncio.to_thread(_stored, engine, case_id)
                 raise rpc_failed(error, stored is not None and stored.stage is Stage.closed) from None
+            await project(engine, state)
+            return state
     raise HTTPException(503, "The case is busy; try again shortly.")
+
+
+def _project(engine: Engine, state: CaseState) -> None:
+    with Session(engine) as session:
+        write_case(session, state, utcnow())
+        session.commit()
+
+
+async def project(engine: Engine, state: CaseState) -> None:
+    """Lists read the new state at once: the API writes the read model from the command's
+    answer (version-checked; the workflow's projection activity is the safety net)."""
+    try:
+        await asyncio.to_thread(_project, engine, state)
+    except Exception:  # noqa: BLE001 - the command is done; the activity will catch up
+        log.warning("read model write failed for a case; the workflow projects it later")
 
 
 async def live_state(client: Client, engine: Engine, case_id: str) -> CaseState:

@@ -493,9 +493,9 @@ async def reassign(request: Request, case_id: str,
             body = AssignCoordinator(coordinator_id=coordinator_id, override=override)
         except ValidationError:
             return _back(page, error="Choose a coordinator.")
-        cmd = get_commands(caller=Caller(user_id=user.id, session=session), session=session, client=client,
-                           engine=request.app.state.engine, settings=_settings(request),
-                           idempotency_key=None)
+        cmd = await get_commands(caller=Caller(user_id=user.id, session=session), session=session,
+                                 client=client, engine=request.app.state.engine,
+                                 settings=_settings(request), idempotency_key=None)
         try:
             result = await assign_coordinator(case_id, body, cmd)
         except HTTPException as error:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, select
 
-from api.deps import Caller, get_caller, get_session
+from api.deps import Caller, forget_staff, get_caller, get_session
 from models.tables import StaffRow
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
@@ -67,6 +67,7 @@ def register_staff(body: StaffIn, caller: Caller = Depends(get_caller),
     session.add(row)
     session.commit()
     session.refresh(row)
+    forget_staff()
     return staff_out(row)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 from models.case import (
@@ -37,6 +39,9 @@ class CaseWorkflowInput(BaseModel):
     state: CaseState | None = None
     projected_version: int = 0
     possible_duplicates: list[str] = []
+    # When the API registered the referral: the workflow builds the state with this instant,
+    # so the API can answer with the same state without waiting for the workflow.
+    created_at: datetime | None = None
     committee_announced: dict[str, str] = {}
     # Continue-as-new after this many history events (Temporal suggests it at ~4k/10k too).
     max_history_events: int = 5_000

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from models.commands import CaseWorkflowInput, CommandInput
 
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+PROJECTION_QUIET = timedelta(seconds=5)
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
@@ -42,9 +43,14 @@ class FamilyCaseWorkflow:
             self.state = inp.state
         else:
             assert inp.create is not None, "a new case needs its referral"
-            ctx = Ctx(actor=inp.actor, now=workflow.now(), policy=inp.policy)
+            ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates)
         self._search_attributes: dict[str, object] = {}
+        self._own_change = inp.state is None  # a new case is projected at once
+        # Candidate states computed by validators, reused by their handlers (update id ->
+        # (version it was computed from, state)). Validators do not run on replay; then the
+        # handler computes the same state itself.
+        self._validated: dict[str, tuple[int, CaseState]] = {}
         # Clock events recorded but not yet handed to the notification service.
         self.outbox: list[clocks.ClockEvent] = []
 
@@ -62,7 +68,8 @@ class FamilyCaseWorkflow:
                 await self._tell_committee()
                 continue
             if self.state.version > self.projected_version:
-                await self._project()
+                if await self._quiet_or_own_change():
+                    await self._project()
                 continue
             if self.state.stage is Stage.closed:
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -84,6 +91,23 @@ class FamilyCaseWorkflow:
                     )
                 )
             await self._sleep_until_change_or_due()
+
+    async def _quiet_or_own_change(self) -> bool:
+        """Project now, or after a quiet spell? The API writes the read model itself from each
+        command's answer, so after a command this activity is only the safety net: waiting
+        for a quiet case keeps it off the command path. Changes the workflow makes on its own
+        (clocks, the end of the case) have no one else to write them: project at once."""
+        if self._own_change or self.state.stage is Stage.closed or self._history_too_long():
+            return True
+        version = self.state.version
+        try:
+            await workflow.wait_condition(
+                lambda: self.state.version != version or self._history_too_long(),
+                timeout=PROJECTION_QUIET,
+            )
+        except TimeoutError:
+            return True
+        return False
 
     def _history_too_long(self) -> bool:
         info = workflow.info()
@@ -111,6 +135,7 @@ class FamilyCaseWorkflow:
     def _fire_clocks(self) -> None:
         recorded = clocks.fire(self.state, workflow.now())
         if recorded:
+            self._own_change = True
             self.state.version += 1
             self.state.blocked_on = blocked_on(self.state)
             self.outbox.extend(event for event, skipped in recorded if not skipped)
@@ -147,6 +172,8 @@ class FamilyCaseWorkflow:
             await workflow.sleep(timedelta(minutes=5))
             return
         self.projected_version = max(self.projected_version, version)
+        if self.projected_version >= self.state.version:
+            self._own_change = False
 
     def _upsert_search_attributes(self) -> None:
         state = self.state
@@ -182,8 +209,9 @@ class FamilyCaseWorkflow:
         return self.state
 
     def _validate(self, name: str, inp: CommandInput) -> None:
+        candidate = self.state.model_copy(deep=True)
         try:
-            execute(self.state.model_copy(deep=True), name, inp, self._ctx(inp.actor))
+            execute(candidate, name, inp, self._ctx(inp.actor))
         except Refusal as refusal:
             raise _refusal_error(refusal) from None
         except ValidationError as error:
@@ -191,8 +219,14 @@ class FamilyCaseWorkflow:
                 f"Invalid {name} body: {error.error_count()} error(s)", type="invalid",
                 non_retryable=True,
             ) from None
+        self._validated[workflow.current_update_info().id] = (self.state.version, candidate)
 
     def _apply(self, name: str, inp: CommandInput) -> CaseState:
+        info = workflow.current_update_info()
+        cached = self._validated.pop(info.id, None) if info else None
+        if cached is not None and cached[0] == self.state.version:
+            self.state = cached[1]
+            return self.state
         candidate = self.state.model_copy(deep=True)
         try:
             execute(candidate, name, inp, self._ctx(inp.actor))
