@@ -12,6 +12,8 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.committee import CommitteeActivities
+from activities.documents import DocumentActivities
+from activities.notifications import NotificationActivities
 from activities.projection import ProjectionActivities
 from activities.report import ReportActivities
 from models.db import get_engine, migrate
@@ -35,6 +37,8 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     projection = ProjectionActivities(engine)
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
     reports = ReportActivities(engine, settings.country)
+    notifications = NotificationActivities(engine, settings)
+    documents = DocumentActivities(engine)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -44,6 +48,9 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             projection.project_case,
             committee.committee_item_changed,
             committee.committee_meeting_held,
+            notifications.send_notification,
+            notifications.resolve_recipients,
+            documents.render_document,
             reports.build_monthly_report,
             reports.send_monthly_report,
         ],

@@ -12,7 +12,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session
 
-from api import cases, codec, committee, dashboard, metrics, pages, policy, staff
+from api import (
+    cases,
+    codec,
+    committee,
+    dashboard,
+    documents,
+    metrics,
+    notifications,
+    pages,
+    policy,
+    staff,
+)
 from api.audit import AuditMiddleware
 from api.errors import validation_handler
 from models.db import get_engine, migrate
@@ -65,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuditMiddleware)
     app.add_middleware(metrics.CommandLatencyMiddleware)
     for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router,
-                   codec.router, pages.router, metrics.router):
+                   codec.router, pages.router, metrics.router, documents.router, notifications.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

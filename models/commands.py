@@ -43,6 +43,7 @@ class CaseWorkflowInput(BaseModel):
     # so the API can answer with the same state without waiting for the workflow.
     created_at: datetime | None = None
     committee_announced: dict[str, str] = {}
+    effects_done: list[str] = []
     # Continue-as-new after this many history events (Temporal suggests it at ~4k/10k too).
     max_history_events: int = 5_000
 

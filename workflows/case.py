@@ -7,6 +7,7 @@ trace in the history. Handlers never await, so they cannot interleave.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,15 +17,18 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from domain import clocks
+    from activities.document_context import NoSuchContent, document_context
+    from domain import clocks, effects
     from domain import deadlines as dl
     from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case
     from models import search
     from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
+    from models.messaging import NotificationRequest, NotificationResult, Recipient
 
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 PROJECTION_QUIET = timedelta(seconds=5)
+EFFECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10))
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
@@ -51,8 +55,10 @@ class FamilyCaseWorkflow:
         # (version it was computed from, state)). Validators do not run on replay; then the
         # handler computes the same state itself.
         self._validated: dict[str, tuple[int, CaseState]] = {}
-        # Clock events recorded but not yet handed to the notification service.
-        self.outbox: list[clocks.ClockEvent] = []
+        # Business keys of the messages and documents already handed to their services.
+        self.effects_done: set[str] = set(inp.effects_done)
+        self._effects_cache: tuple[int, int, list[effects.Effect]] = (-1, -1, [])
+        self._effects_busy = False
 
     def _ctx(self, actor: Actor) -> Ctx:
         return Ctx(actor=actor, now=workflow.now(), policy=self.state.policy)
@@ -61,6 +67,7 @@ class FamilyCaseWorkflow:
 
     @workflow.run
     async def run(self, inp: CaseWorkflowInput) -> CaseState:
+        runner = asyncio.create_task(self._effects_loop())
         while True:
             self._fire_clocks()
             self._upsert_search_attributes()
@@ -72,12 +79,17 @@ class FamilyCaseWorkflow:
                     await self._project()
                 continue
             if self.state.stage is Stage.closed:
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() and self._effects_idle()
+                )
                 if self.state.version == self.projected_version and not self._committee_changes():
+                    runner.cancel()
                     return self.state
                 continue
             if self._history_too_long():
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await workflow.wait_condition(
+                    lambda: workflow.all_handlers_finished() and self._effects_idle()
+                )
                 if self.state.version > self.projected_version or self._committee_changes():
                     continue
                 workflow.continue_as_new(
@@ -87,6 +99,7 @@ class FamilyCaseWorkflow:
                             "create": None,
                             "projected_version": self.projected_version,
                             "committee_announced": self.announced,
+                            "effects_done": sorted(self.effects_done),
                         }
                     )
                 )
@@ -138,7 +151,74 @@ class FamilyCaseWorkflow:
             self._own_change = True
             self.state.version += 1
             self.state.blocked_on = blocked_on(self.state)
-            self.outbox.extend(event for event, skipped in recorded if not skipped)
+
+    # ------------------------------------------------------------ messages and documents
+
+    def _pending_effects(self) -> list[effects.Effect]:
+        version, done, cached = self._effects_cache
+        if version != self.state.version or done != len(self.effects_done):
+            cached = effects.pending(self.state, self.effects_done)
+            self._effects_cache = (self.state.version, len(self.effects_done), cached)
+        return cached
+
+    def _effects_idle(self) -> bool:
+        return not self._effects_busy and not self._pending_effects()
+
+    async def _effects_loop(self) -> None:
+        """Hand every pending message and document to its service, one at a time, beside the
+        main loop (a message deferred by quiet hours must not hold up the case)."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._pending_effects()))
+            self._effects_busy = True
+            for effect in list(self._pending_effects()):
+                try:
+                    await self._perform(effect)
+                except ActivityError:
+                    # Delivery or rendering failed for good; the outbox row says why.
+                    workflow.logger.warning("effect failed: %s", effect.key.split(":", 1)[-1])
+                self.effects_done.add(effect.key)
+            self._effects_busy = False
+
+    async def _perform(self, effect: effects.Effect) -> None:
+        if effect.document is not None:
+            kind, version = effect.document
+            try:
+                context = document_context(self.state, kind, version)
+            except NoSuchContent:
+                return
+            await workflow.execute_activity(
+                "render_document",
+                effects.document_request(self.state, kind, version, context),
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=timedelta(days=1),
+                retry_policy=EFFECT_RETRY,
+            )
+            return
+        request = effect.notification
+        assert request is not None
+        targets = [request]
+        if effect.fan_out is not None:
+            recipients = await workflow.execute_activity(
+                "resolve_recipients", effect.fan_out, result_type=list[Recipient],
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(hours=1), retry_policy=EFFECT_RETRY,
+            )
+            targets = [request.model_copy(update={"recipient": r, "key": f"{request.key}:{r.id}"})
+                       for r in recipients]
+        for target in targets:
+            await self._send(target)
+
+    async def _send(self, request: NotificationRequest) -> None:
+        while True:
+            result = await workflow.execute_activity(
+                "send_notification", request, result_type=NotificationResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(days=1), retry_policy=EFFECT_RETRY,
+            )
+            if result.status != "deferred" or result.not_before is None:
+                return
+            # Quiet hours (no SMS to families at night): deferred, not dropped.
+            await workflow.sleep(max(result.not_before - workflow.now(), timedelta(seconds=1)))
 
     def _committee_changes(self) -> list[EscalationItem]:
         return [i for i in self.state.escalations if self.announced.get(i.id) != i.status]

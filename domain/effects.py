@@ -1,0 +1,161 @@
+"""What the outside world must hear of a case: messages and documents, derived from its state.
+
+Pure and deterministic. The workflow asks `pending(state, done)` after every change and hands
+each effect to an activity; an effect's key is its business key (case + purpose + target +
+occurrence), so a retried activity or a replayed workflow never sends or renders twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from models.case import CaseState, Stage
+from models.messaging import (
+    DocumentKind,
+    DocumentRequest,
+    MeetingInvite,
+    NotificationRequest,
+    Recipient,
+    RecipientQuery,
+    RecipientRole,
+    family_recipients,
+    notification_key,
+    staff_recipient,
+)
+
+ROLE_QUERY = {"manager": "manager", "committee": "committee"}
+
+
+@dataclass(frozen=True)
+class Effect:
+    key: str
+    notification: NotificationRequest | None = None
+    # Send `notification` to everyone holding this role (resolved from the staff directory).
+    fan_out: RecipientQuery | None = None
+    document: tuple[DocumentKind, int] | None = None
+
+
+def _language(state: CaseState) -> str:
+    return state.family.language or state.policy.default_language
+
+
+def _to_role(state: CaseState, role: str, owner: str | None) -> tuple[Recipient | None, str | None]:
+    """A ladder role -> one staff member, or a role to fan out to."""
+    if role == "owner":
+        role = owner if owner in ROLE_QUERY else "coordinator"
+        if owner and owner not in ROLE_QUERY:
+            return staff_recipient(RecipientRole.coordinator, owner), None
+    if role == "coordinator":
+        if state.coordinator_id:
+            return staff_recipient(RecipientRole.coordinator, state.coordinator_id), None
+        role = "manager"  # no coordinator yet: the manager has the ball
+    return None, ROLE_QUERY.get(role, "manager")
+
+
+def _deadline_effects(state: CaseState) -> list[Effect]:
+    out: list[Effect] = []
+    for d in state.deadlines:
+        for sent in d.reminders_sent:
+            if sent.get("skipped"):
+                continue
+            purpose = f"deadline:{d.kind.value}#{d.occurrence}:{sent['kind']}#{sent['step']}"
+            recipient, role = _to_role(state, sent["to_role"], d.owner)
+            request = NotificationRequest(
+                key=notification_key(state.id, purpose, recipient.id if recipient else f"role:{role}"),
+                case_id=state.id,
+                purpose=purpose,
+                recipient=recipient or Recipient(role=RecipientRole(role), id=f"role:{role}"),
+                template="deadline_reminder",
+                context={"deadline": d.kind.value, "due_at": d.due_at.isoformat(),
+                         "overdue": sent["kind"] != "reminder", "step": sent["to_role"],
+                         "legal_basis": d.legal_basis},
+            )
+            out.append(Effect(key=request.key, notification=request,
+                              fan_out=RecipientQuery(role=role) if role else None))
+    return out
+
+
+def _invitation_effects(state: CaseState) -> list[Effect]:
+    meeting = state.assessment_meeting
+    if meeting is None or state.stage is Stage.closed:
+        return []
+    sequence = sum(1 for h in state.history if h.event.startswith("assessment_meeting_")) - 1
+    invite = MeetingInvite(
+        uid=f"{state.id}-assessment@onefamily",
+        start=meeting.at,
+        end=meeting.at + timedelta(hours=1, minutes=30),
+        location=meeting.location,
+        summary="ICS assessment meeting",
+        sequence=max(sequence, 0),
+        tz=state.policy.timezone,
+    )
+    team = set(state.team_ids)
+    recipients = [staff_recipient(RecipientRole.team, p) for p in dict.fromkeys(meeting.participants)
+                  if p in team]
+    if "family" in meeting.participants:
+        recipients += family_recipients(state)
+    out = []
+    for recipient in recipients:
+        purpose = "assessment_meeting_invitation"
+        request = NotificationRequest(
+            key=notification_key(state.id, purpose, recipient.id, invite.sequence + 1),
+            case_id=state.id, purpose=purpose, recipient=recipient, template="meeting_invitation",
+            language=_language(state) if recipient.role is RecipientRole.family else None,
+            context={"meeting": "assessment", "coordinator_name": ""},
+            invite=invite,
+        )
+        out.append(Effect(key=request.key, notification=request))
+    return out
+
+
+def _plan_effects(state: CaseState) -> list[Effect]:
+    out = []
+    # Every drafted version goes to the family (derived from the versions, not from the
+    # current status: a fast approval must not swallow the message).
+    for plan in state.plans:
+        if plan.created_by != "system":
+            for recipient in family_recipients(state):
+                purpose = f"plan_for_approval:v{plan.version}"
+                request = NotificationRequest(
+                    key=notification_key(state.id, purpose, recipient.id), case_id=state.id,
+                    purpose=purpose, recipient=recipient, template="plan_for_approval",
+                    language=_language(state),
+                    context={"plan_version": plan.version, "coordinator_name": "",
+                             "due_at": _approval_due(state, plan.version)},
+                )
+                out.append(Effect(key=request.key, notification=request))
+    return out
+
+
+def _approval_due(state: CaseState, version: int) -> str:
+    occurrence = [p.version for p in state.plans].index(version) + 1
+    due = next((d.due_at for d in state.deadlines
+                if d.kind.value == "family_approval" and d.occurrence == occurrence), None)
+    return due.isoformat() if due else ""
+
+
+def _document_effects(state: CaseState) -> list[Effect]:
+    docs: list[tuple[DocumentKind, int]] = []
+    if state.assessment_completed_at is not None:
+        docs.append((DocumentKind.assessment_report, 1))
+    docs += [(DocumentKind.joint_plan, p.version) for p in state.plans
+             if p.decision in ("team", "committee") and p.family_approved is True]
+    docs += [(DocumentKind.status_minutes, m.number) for m in state.status_meetings]
+    docs += [(DocumentKind.decision_letter, i.plan_version) for i in state.escalations
+             if i.status == "decided"]
+    if state.closure is not None:
+        docs.append((DocumentKind.closing_summary, 1))
+    return [Effect(key=f"{state.id}:document:{kind.value}:v{version}", document=(kind, version))
+            for kind, version in docs]
+
+
+def pending(state: CaseState, done: set[str]) -> list[Effect]:
+    effects = (_document_effects(state) + _deadline_effects(state) + _invitation_effects(state)
+               + _plan_effects(state))
+    return [e for e in effects if e.key not in done]
+
+
+def document_request(state: CaseState, kind: DocumentKind, version: int, context: dict) -> DocumentRequest:
+    return DocumentRequest(case_id=state.id, kind=kind, version=version, language=_language(state),
+                           context=context, created_by="system")
