@@ -9,9 +9,12 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
 
-from models.case import EscalationItem
+from activities.document_context import agenda_context
+from activities.documents import DocumentActivities
+from models.case import CaseState, EscalationItem
+from models.messaging import DocumentKind, DocumentRequest
 from models.policy import Policy
-from models.tables import CommitteeItemRow, CommitteeMeetingRow
+from models.tables import CaseRow, CommitteeItemRow, CommitteeMeetingRow
 from workflows.committee import (
     CommitteeMeeting,
     CommitteeState,
@@ -55,3 +58,21 @@ class CommitteeActivities:
                 if row is not None and row.status == "waiting":
                     row.meeting_at = at
             session.commit()
+            cases = []
+            for item in items:
+                case = session.get(CaseRow, item.case_id)
+                if case is not None:
+                    cases.append((CaseState.model_validate(case.document), item.id))
+        if cases:
+            self._render_agenda(committee_id, meeting, at, cases)
+
+    def _render_agenda(self, committee_id: str, meeting: CommitteeMeeting, at: datetime,
+                       cases: list[tuple[CaseState, str]]) -> None:
+        """The frozen agenda, handed to the document service (one version per meeting)."""
+        policy = cases[0][0].policy
+        context = agenda_context(committee_id, at, cases, policy.country)
+        DocumentActivities(self.engine).render(DocumentRequest(
+            case_id=f"committee-{committee_id}", kind=DocumentKind.committee_agenda,
+            version=meeting.number, language=policy.default_language, context=context,
+            created_by="committee",
+        ))

@@ -25,6 +25,7 @@ from domain.policy import DK
 from models.case import EscalationItem
 from models.db import get_engine, migrate
 from models.tables import CommitteeItemRow, CommitteeMeetingRow
+from models.tables_outbox import DocumentRow
 from settings import Settings
 from tests.conftest import running_worker
 from tests.test_workflow_clocks import (
@@ -193,6 +194,13 @@ async def test_meetings_freeze_exactly_the_items_waiting_at_each_meeting(
             assert near(items[a.id].meeting_at, m1)
             assert near(items[b.id].meeting_at, m1)
             assert near(items[c.id].meeting_at, m3), (items[c.id].meeting_at, m3)
+            # Each meeting with items handed its frozen agenda to the document service.
+            agendas = session.exec(select(DocumentRow).where(
+                DocumentRow.case_id == f"committee-{settings.committee_id}")).all()
+            assert sorted(d.version for d in agendas) == [1, 2, 3]
+            first = next(d for d in agendas if d.version == 1)
+            assert a.id[:8] in first.html or "Family Jensen" in first.html
+            assert first.pdf.startswith(b"%PDF")
 
 
 async def test_the_committee_continues_as_new_keeping_waiting_items_and_meeting_numbers(
