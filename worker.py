@@ -63,6 +63,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations ran in the launcher
     settings = get_settings()
     migrate(settings.db_url)
     client = await connect(settings)

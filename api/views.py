@@ -25,6 +25,8 @@ def _ago(delta: timedelta) -> str:
     if days >= 1:
         return f"{days} day{'s' if days != 1 else ''}"
     hours = int(delta.total_seconds() // 3600)
+    if hours == 0:
+        return "less than an hour"
     return f"{hours} hour{'s' if hours != 1 else ''}"
 
 
