@@ -53,7 +53,7 @@ def _to_role(state: CaseState, role: str, owner: str | None) -> tuple[Recipient 
     return None, ROLE_QUERY.get(role, "manager")
 
 
-def _deadline_effects(state: CaseState) -> list[Effect]:
+def _deadline_effects(state: CaseState, done: set[str]) -> list[Effect]:
     out: list[Effect] = []
     for d in state.deadlines:
         for sent in d.reminders_sent:
@@ -61,8 +61,11 @@ def _deadline_effects(state: CaseState) -> list[Effect]:
                 continue
             purpose = f"deadline:{d.kind.value}#{d.occurrence}:{sent['kind']}#{sent['step']}"
             recipient, role = _to_role(state, sent["to_role"], d.owner)
+            key = notification_key(state.id, purpose, recipient.id if recipient else f"role:{role}")
+            if key in done:
+                continue
             request = NotificationRequest(
-                key=notification_key(state.id, purpose, recipient.id if recipient else f"role:{role}"),
+                key=key,
                 case_id=state.id,
                 purpose=purpose,
                 recipient=recipient or Recipient(role=RecipientRole(role), id=f"role:{role}"),
@@ -76,11 +79,14 @@ def _deadline_effects(state: CaseState) -> list[Effect]:
     return out
 
 
-def _invitation_effects(state: CaseState) -> list[Effect]:
+def _invitation_effects(state: CaseState, done: set[str]) -> list[Effect]:
     meeting = state.assessment_meeting
     if meeting is None or state.stage is Stage.closed:
         return []
     sequence = sum(1 for h in state.history if h.event.startswith("assessment_meeting_")) - 1
+    if all(notification_key(state.id, "assessment_meeting_invitation", p, max(sequence, 0) + 1)
+           in done for p in meeting.participants if p in state.team_ids):
+        return []  # the staff were invited: so was the family, in the same pass
     invite = MeetingInvite(
         uid=f"{state.id}-assessment@onefamily",
         start=meeting.at,
@@ -109,12 +115,12 @@ def _invitation_effects(state: CaseState) -> list[Effect]:
     return out
 
 
-def _plan_effects(state: CaseState) -> list[Effect]:
+def _plan_effects(state: CaseState, done: set[str]) -> list[Effect]:
     out = []
     # Every drafted version goes to the family (derived from the versions, not from the
     # current status: a fast approval must not swallow the message).
     for plan in state.plans:
-        if plan.created_by != "system":
+        if not any(k.startswith(f"{state.id}:plan_for_approval:v{plan.version}:") for k in done):
             for recipient in family_recipients(state):
                 purpose = f"plan_for_approval:v{plan.version}"
                 request = NotificationRequest(
@@ -151,8 +157,10 @@ def _document_effects(state: CaseState) -> list[Effect]:
 
 
 def pending(state: CaseState, done: set[str]) -> list[Effect]:
-    effects = (_document_effects(state) + _deadline_effects(state) + _invitation_effects(state)
-               + _plan_effects(state))
+    """Effects not yet handed over. Keys are checked before requests are built: this runs
+    after every change of a case that may have years of history."""
+    effects = (_document_effects(state) + _deadline_effects(state, done)
+               + _invitation_effects(state, done) + _plan_effects(state, done))
     return [e for e in effects if e.key not in done]
 
 
