@@ -113,7 +113,9 @@ def resume(state: CaseState, now: datetime) -> list[str]:
     """Restart paused clocks: their due time and reminders move on by the time paused."""
     resumed = []
     for d in state.deadlines:
-        if d.paused_since is None or not d.is_open():
+        if d.paused_since is None:
+            continue
+        if not d.is_open():
             d.paused_since = None
             continue
         shift = now - d.paused_since

@@ -863,6 +863,29 @@ def finish(state: CaseState, ctx: Ctx) -> CaseState:
     return state
 
 
+def working_copy(state: CaseState) -> CaseState:
+    """A copy a command may change without touching `state`, at a fraction of a deep copy.
+
+    Commands only append to the history, contacts, meetings and flags, and never change a
+    deadline once it is met or cancelled: those are shared. Everything a command may change in
+    place (open deadlines, plans, committee items, coordinator terms, pauses) is copied."""
+    return state.model_copy(update={
+        "deadlines": [d.model_copy(deep=True) if d.is_open() or d.paused_since else d
+                      for d in state.deadlines],
+        "plans": [p.model_copy(deep=True) for p in state.plans],
+        "escalations": [i.model_copy(deep=True) for i in state.escalations],
+        "coordinator_history": [t.model_copy() for t in state.coordinator_history],
+        "pauses": [p.model_copy() for p in state.pauses],
+        "history": list(state.history),
+        "contacts": list(state.contacts),
+        "status_meetings": list(state.status_meetings),
+        "flags": list(state.flags),
+        "provisional_assessments": list(state.provisional_assessments),
+        "assessment_extensions": list(state.assessment_extensions),
+        "team": list(state.team),
+    })
+
+
 def execute(state: CaseState, name: str, inp: CommandInput, ctx: Ctx) -> CaseState:
     """Apply one command to `state` in place; raises Refusal and then `state` must be dropped."""
     model = BODY_MODELS[name]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from domain.lifecycle import Refusal, execute, new_case
+from domain.lifecycle import Refusal, execute, new_case, working_copy
 from domain.policy import DK
 from models.case import CaseState, DeadlineKind, DeadlineStatus, Stage
 from models.commands import BODY_MODELS, CommandInput
@@ -89,11 +89,17 @@ def _input(who, body, load, suggestion, item_id) -> CommandInput:
 
 def run(state: CaseState, name: str, who, body: dict | None = None, *, now: datetime = NOW,
         load: int = 0, suggestion: str | None = None, item_id: str | None = None) -> CaseState:
-    """Apply an accepted command; every accepted command bumps the version by exactly one."""
+    """Apply an accepted command as the workflow does, on `working_copy` (which must leave the
+    original untouched); every accepted command bumps the version by exactly one."""
     before = state.version
-    out = execute(state, name, _input(who, body, load, suggestion, item_id), ctx(who, now))
-    assert out is state
-    assert state.version == before + 1
+    original = state.model_dump()
+    candidate = working_copy(state)
+    out = execute(candidate, name, _input(who, body, load, suggestion, item_id), ctx(who, now))
+    assert out is candidate
+    assert state.model_dump() == original, "working_copy shared something a command changed"
+    assert candidate.version == before + 1
+    for field in CaseState.model_fields:  # keep the caller's object: tests hold on to it
+        setattr(state, field, getattr(candidate, field))
     return state
 
 
@@ -103,7 +109,7 @@ def refuse(state: CaseState, name: str, who, body: dict | None = None, *, kind: 
     """Apply on a deep copy as the workflow's validator does; the refusal must have the given
     kind and message, leave the case untouched and leave nothing half-applied on the copy."""
     before = state.model_dump()
-    candidate = state.model_copy(deep=True)
+    candidate = working_copy(state)
     with pytest.raises(Refusal) as caught:
         execute(candidate, name, _input(who, body, load, suggestion, item_id), ctx(who, now))
     refusal = caught.value
@@ -914,7 +920,7 @@ def test_approved_with_changes_needs_the_familys_approval_again() -> None:
     assert state.blocked_on.what == "family approval of plan v1"
     family(state, True, "OK with fewer hours")
     assert state.stage is Stage.active
-    assert second.status is DeadlineStatus.met
+    assert deadline(state, DeadlineKind.family_approval, 2).status is DeadlineStatus.met
 
 
 def test_approved_with_changes_before_the_family_answered() -> None:

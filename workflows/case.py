@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.document_context import NoSuchContent, document_context
     from domain import clocks, effects
     from domain import deadlines as dl
-    from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case
+    from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case, working_copy
     from models import search
     from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
@@ -289,7 +289,7 @@ class FamilyCaseWorkflow:
         return self.state
 
     def _validate(self, name: str, inp: CommandInput) -> None:
-        candidate = self.state.model_copy(deep=True)
+        candidate = working_copy(self.state)
         try:
             execute(candidate, name, inp, self._ctx(inp.actor))
         except Refusal as refusal:
@@ -307,7 +307,7 @@ class FamilyCaseWorkflow:
         if cached is not None and cached[0] == self.state.version:
             self.state = cached[1]
             return self.state
-        candidate = self.state.model_copy(deep=True)
+        candidate = working_copy(self.state)
         try:
             execute(candidate, name, inp, self._ctx(inp.actor))
         except Refusal as refusal:  # state changed since validation: refuse, change nothing
