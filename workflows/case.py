@@ -8,7 +8,7 @@ trace in the history. Handlers never await, so they cannot interleave.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -51,6 +51,10 @@ class FamilyCaseWorkflow:
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates)
         self._search_attributes: dict[str, object] = {}
         self._own_change = inp.state is None  # a new case is projected at once
+        self._projection_due: datetime | None = None
+        # The one durable timer the main loop sleeps on, and the instant it is set for.
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_at: datetime | None = None
         # Candidate states computed by validators, reused by their handlers (update id ->
         # (version it was computed from, state)). Validators do not run on replay; then the
         # handler computes the same state itself.
@@ -74,9 +78,8 @@ class FamilyCaseWorkflow:
             if self._committee_changes():
                 await self._tell_committee()
                 continue
-            if self.state.version > self.projected_version:
-                if await self._quiet_or_own_change():
-                    await self._project()
+            if self.state.version > self.projected_version and self._projection_now():
+                await self._project()
                 continue
             if self.state.stage is Stage.closed:
                 await workflow.wait_condition(
@@ -105,22 +108,17 @@ class FamilyCaseWorkflow:
                 )
             await self._sleep_until_change_or_due()
 
-    async def _quiet_or_own_change(self) -> bool:
+    def _projection_now(self) -> bool:
         """Project now, or after a quiet spell? The API writes the read model itself from each
-        command's answer, so after a command this activity is only the safety net: waiting
-        for a quiet case keeps it off the command path. Changes the workflow makes on its own
-        (clocks, the end of the case) have no one else to write them: project at once."""
+        command's answer, so after a command this activity is only the safety net, run once
+        the case has been quiet for a while. Changes the workflow makes on its own (clocks,
+        the end of the case) have no one else to write them: project at once."""
         if self._own_change or self.state.stage is Stage.closed or self._history_too_long():
             return True
-        version = self.state.version
-        try:
-            await workflow.wait_condition(
-                lambda: self.state.version != version or self._history_too_long(),
-                timeout=PROJECTION_QUIET,
-            )
-        except TimeoutError:
-            return True
-        return False
+        now = workflow.now()
+        if self._projection_due is None:
+            self._projection_due = now + PROJECTION_QUIET
+        return now >= self._projection_due
 
     def _history_too_long(self) -> bool:
         info = workflow.info()
@@ -130,20 +128,26 @@ class FamilyCaseWorkflow:
         )
 
     async def _sleep_until_change_or_due(self) -> None:
-        """Sleep on a durable timer until the next reminder/due instant, or until a command
-        changes the case (which may satisfy a deadline and so cancel its reminders)."""
-        version = self.state.version
-        instant = clocks.next_instant(self.state)
-        timeout = None
-        if instant is not None:
-            timeout = timedelta(seconds=max((instant - workflow.now()).total_seconds(), 0) + 1)
-        try:
-            await workflow.wait_condition(
-                lambda: self.state.version != version or self._history_too_long(),
-                timeout=timeout,
-            )
-        except TimeoutError:
-            pass  # the loop fires what is due
+        """Sleep until the next instant (a clock's reminder/due/ladder step, or the projection's
+        quiet spell) or until a command changes the case. The durable timer is kept across
+        commands: only a command that moves the next instant replaces it."""
+        targets = [t for t in (clocks.next_instant(self.state), self._projection_due) if t]
+        target = min(targets) if targets else None
+        if target != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = None, target
+            if target is not None:
+                delay = max(target - workflow.now(), timedelta(0)) + timedelta(seconds=1)
+                self._timer = asyncio.create_task(workflow.sleep(delay))
+        version, timer = self.state.version, self._timer
+        await workflow.wait_condition(
+            lambda: self.state.version != version
+            or self._history_too_long()
+            or (timer is not None and timer.done())
+        )
+        if timer is not None and timer.done():
+            self._timer, self._timer_at = None, None
 
     def _fire_clocks(self) -> None:
         recorded = clocks.fire(self.state, workflow.now())
@@ -252,6 +256,7 @@ class FamilyCaseWorkflow:
             await workflow.sleep(timedelta(minutes=5))
             return
         self.projected_version = max(self.projected_version, version)
+        self._projection_due = None
         if self.projected_version >= self.state.version:
             self._own_change = False
 
