@@ -364,7 +364,8 @@ def main() -> int:
 
         migrate(settings.db_url)
 
-        children["worker"] = spawn([sys.executable, "-m", "worker"])
+        children["worker"] = spawn([sys.executable, "-m", "worker", "--role", "cases"])
+        children["documents worker"] = spawn([sys.executable, "-m", "worker", "--role", "documents"])
         children["api"] = spawn([
             sys.executable, "-m", "uvicorn", "api.main:app",
             "--host", settings.api_host, "--port", str(settings.api_port),

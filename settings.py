@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     encrypt_payloads: bool = Field(True, validation_alias="ONEFAMILY_ENCRYPT_PAYLOADS")
 
     @property
+    def document_task_queue(self) -> str:
+        return f"{self.task_queue}-documents"
+
+    @property
     def temporal_target(self) -> str:
         return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
 

@@ -1,7 +1,13 @@
-"""The worker: case workflows and their activities on one task queue."""
+"""The workers: case workflows and their activities on one task queue; documents on their own.
+
+Rendering a PDF takes 100-300 ms of CPU in WeasyPrint, holding the GIL: run in the process that
+runs the workflows it slows every command. `make run` therefore starts two worker processes
+(`--role cases`, `--role documents`); `--role all` (the default) polls both in one process.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +44,6 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
     reports = ReportActivities(engine, settings.country)
     notifications = NotificationActivities(engine, settings)
-    documents = DocumentActivities(engine)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -50,7 +55,6 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             committee.committee_meeting_held,
             notifications.send_notification,
             notifications.resolve_recipients,
-            documents.render_document,
             reports.build_monthly_report,
             reports.send_monthly_report,
         ],
@@ -61,17 +65,44 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     )
 
 
+def build_document_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    documents = DocumentActivities(get_engine(settings.db_url))
+    return Worker(
+        client,
+        task_queue=settings.document_task_queue,
+        activities=[documents.render_document],
+        activity_executor=executor,
+        max_concurrent_activities=2,
+    )
+
+
+def build_workers(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor, role: str = "all"
+) -> list[Worker]:
+    workers = []
+    if role in ("all", "cases"):
+        workers.append(build_worker(client, settings, executor))
+    if role in ("all", "documents"):
+        workers.append(build_document_worker(client, settings, executor))
+    return workers
+
+
 async def main() -> None:
+    parser = argparse.ArgumentParser(description="OneFamily worker")
+    parser.add_argument("--role", choices=["all", "cases", "documents"], default="all")
+    role = parser.parse_args().role
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations ran in the launcher
     settings = get_settings()
     migrate(settings.db_url)
     client = await connect(settings)
-    await ensure_report_schedule(client, settings)  # idempotent; not on the time-skipping server
+    if role != "documents":
+        await ensure_report_schedule(client, settings)  # idempotent; not on the test server
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, settings, executor)
-        logging.info("worker polling task queue %s at %s", settings.task_queue, settings.temporal_target)
-        await worker.run()
+        workers = build_workers(client, settings, executor, role)
+        logging.info("worker (%s) polling %s at %s", role,
+                     ", ".join(w.task_queue for w in workers), settings.temporal_target)
+        await asyncio.gather(*(w.run() for w in workers))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from models.db import migrate
 from settings import Settings
-from worker import build_worker
+from worker import build_workers
 from workflows.client import ensure_search_attributes
 
 BIN = Path(sys.executable).parent
@@ -53,9 +53,9 @@ def settings(tmp_path: Path) -> Settings:
 @asynccontextmanager
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     with ThreadPoolExecutor(max_workers=8) as executor:
-        worker = build_worker(client, settings, executor)
-        async with worker:
-            yield worker
+        cases, documents = build_workers(client, settings, executor)
+        async with cases, documents:
+            yield cases
 
 
 async def save_history(handle: WorkflowHandle, name: str) -> Path:

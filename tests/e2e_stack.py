@@ -23,6 +23,7 @@ class Stack:
     temporal: EmbeddedTemporal = field(init=False)
     api_port: int = field(default_factory=free_port)
     worker_proc: object = None
+    documents_proc: object = None
     api_proc: object = None
 
     def __post_init__(self) -> None:
@@ -57,6 +58,9 @@ class Stack:
         await self.temporal.wait_ready()
         migrate(self.settings.db_url)
         self.start_worker()
+        log = self._log("documents")
+        self.documents_proc = spawn([sys.executable, "-m", "worker", "--role", "documents"],
+                                    env=self.env, stdout=log, stderr=log)
         log = self._log("api")
         self.api_proc = spawn(
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
@@ -67,7 +71,8 @@ class Stack:
 
     def start_worker(self) -> None:
         log = self._log("worker")
-        self.worker_proc = spawn([sys.executable, "-m", "worker"], env=self.env, stdout=log, stderr=log)
+        self.worker_proc = spawn([sys.executable, "-m", "worker", "--role", "cases"], env=self.env,
+                                 stdout=log, stderr=log)
 
     def kill_worker(self) -> None:
         self.worker_proc.kill()  # SIGKILL: no graceful shutdown
@@ -86,7 +91,7 @@ class Stack:
         raise RuntimeError(f"API not ready; see {self.data_dir}/api.log")
 
     def stop(self) -> None:
-        for proc in (self.api_proc, self.worker_proc):
+        for proc in (self.api_proc, self.worker_proc, self.documents_proc):
             if proc is not None:
                 stop_process(proc)
         self.temporal.stop()

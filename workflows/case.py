@@ -193,6 +193,8 @@ class FamilyCaseWorkflow:
             await workflow.execute_activity(
                 "render_document",
                 effects.document_request(self.state, kind, version, context),
+                # Documents have their own worker process (see worker.py).
+                task_queue=f"{workflow.info().task_queue}-documents",
                 start_to_close_timeout=timedelta(minutes=2),
                 schedule_to_close_timeout=timedelta(days=1),
                 retry_policy=EFFECT_RETRY,
