@@ -48,6 +48,7 @@ from models.case import (
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
+    ScheduleStatusMeeting,
     Stage,
     Triage,
 )
@@ -276,6 +277,15 @@ async def status_meeting(case_id: str, body: RecordStatusMeeting, cmd: Cmd) -> d
             raise HTTPException(422, f"There is no policy version {body.policy_version}.")
     inp = CommandInput(actor=actor, body=_body(body), policy=policy)
     return await cmd.run(case_id, "status_meeting", inp)
+
+
+@router.post("/{case_id}/status-meetings/schedule")
+async def schedule_status_meeting(case_id: str, body: ScheduleStatusMeeting, cmd: Cmd) -> dict:
+    """Plan the next status meeting: starts the pre-meeting contact with the family and sends
+    the invitations (with an .ics) to the participants and the family."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "schedule_status_meeting",
+                         CommandInput(actor=actor, body=_body(body)))
 
 
 @router.post("/{case_id}/pause")

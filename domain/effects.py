@@ -8,7 +8,7 @@ occurrence), so a retried activity or a replayed workflow never sends or renders
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from models.case import CaseState, Stage
 from models.messaging import (
@@ -80,35 +80,49 @@ def _deadline_effects(state: CaseState, done: set[str]) -> list[Effect]:
 
 
 def _invitation_effects(state: CaseState, done: set[str]) -> list[Effect]:
+    out: list[Effect] = []
     meeting = state.assessment_meeting
-    if meeting is None or state.stage is Stage.closed:
-        return []
-    sequence = sum(1 for h in state.history if h.event.startswith("assessment_meeting_")) - 1
-    if all(notification_key(state.id, "assessment_meeting_invitation", p, max(sequence, 0) + 1)
-           in done for p in meeting.participants if p in state.team_ids):
+    if meeting is not None and state.stage is not Stage.closed:
+        sequence = max(sum(1 for h in state.history
+                           if h.event.startswith("assessment_meeting_")) - 1, 0)
+        out += _invitations(state, done, "assessment", "ICS assessment meeting", meeting.at,
+                            meeting.location, meeting.participants, sequence)
+    planned = state.planned_meeting
+    if planned is not None and state.stage is not Stage.closed:
+        out += _invitations(state, done, f"status-{planned.number}",
+                            f"Status meeting {planned.number}", planned.at, planned.location,
+                            planned.participants, planned.sequence)
+    return out
+
+
+def _invitations(state: CaseState, done: set[str], name: str, summary: str, at: datetime, location: str,
+                 participants: list[str], sequence: int) -> list[Effect]:
+    purpose = "assessment_meeting_invitation" if name == "assessment" else f"{name}_invitation"
+    if all(notification_key(state.id, purpose, p, sequence + 1) in done
+           for p in participants if p in state.team_ids):
         return []  # the staff were invited: so was the family, in the same pass
     invite = MeetingInvite(
-        uid=f"{state.id}-assessment@onefamily",
-        start=meeting.at,
-        end=meeting.at + timedelta(hours=1, minutes=30),
-        location=meeting.location,
-        summary="ICS assessment meeting",
-        sequence=max(sequence, 0),
+        uid=f"{state.id}-{name}@onefamily",
+        start=at,
+        end=at + timedelta(hours=1, minutes=30),
+        location=location,
+        summary=summary,
+        sequence=sequence,
         tz=state.policy.timezone,
     )
     team = set(state.team_ids)
-    recipients = [staff_recipient(RecipientRole.team, p) for p in dict.fromkeys(meeting.participants)
+    recipients = [staff_recipient(RecipientRole.team, p) for p in dict.fromkeys(participants)
                   if p in team]
-    if "family" in meeting.participants:
+    if "family" in participants:
         recipients += family_recipients(state)
     out = []
     for recipient in recipients:
-        purpose = "assessment_meeting_invitation"
         request = NotificationRequest(
             key=notification_key(state.id, purpose, recipient.id, invite.sequence + 1),
             case_id=state.id, purpose=purpose, recipient=recipient, template="meeting_invitation",
             language=_language(state) if recipient.role is RecipientRole.family else None,
-            context={"meeting": "assessment", "coordinator_name": ""},
+            context={"meeting": "assessment" if name == "assessment" else "status",
+                     "coordinator_name": ""},
             invite=invite,
         )
         out.append(Effect(key=request.key, notification=request))

@@ -39,12 +39,14 @@ from models.case import (
     Pause,
     PauseCase,
     PlanDraft,
+    PlannedMeeting,
     PlanVersion,
     ProvisionalAssessment,
     ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
+    ScheduleStatusMeeting,
     Stage,
     StatusMeeting,
     TeamMember,
@@ -318,7 +320,7 @@ def apply_record_contact(state: CaseState, body: RecordContact, ctx: Ctx) -> Non
     _not_in_future(body.at, ctx.now, "contact")
     state.contacts.append(Contact(kind=body.kind, at=body.at, notes=body.notes, by=ctx.actor.id))
     dl.satisfy(state, DeadlineKind.first_contact, body.at, "contact")
-    meeting = state.assessment_meeting
+    meeting = state.planned_meeting or state.assessment_meeting
     window = timedelta(days=ctx.policy.pre_meeting_contact_window_days)
     if meeting and meeting.at - window <= body.at <= meeting.at:
         dl.satisfy(state, DeadlineKind.pre_meeting_contact, body.at, "contact")
@@ -451,6 +453,26 @@ def apply_schedule_assessment_meeting(
         participants=body.participants,
     )
     _enter(state, Stage.assessment, ctx)
+
+
+def apply_schedule_status_meeting(state: CaseState, body: ScheduleStatusMeeting, ctx: Ctx) -> None:
+    """Plan the next status meeting: the coordinator must talk with the family before it
+    (pre-meeting contact), and the participants and the family are invited."""
+    require_case_worker(state, ctx.actor)
+    require_stage(state, {Stage.active}, "schedule a status meeting")
+    if body.at <= ctx.now:
+        raise invalid("A status meeting is scheduled in the future; record a held one with "
+                      "POST .../status-meetings.")
+    previous = state.planned_meeting
+    state.planned_meeting = PlannedMeeting(
+        number=len(state.status_meetings) + 1, at=body.at, location=body.location,
+        participants=body.participants, sequence=previous.sequence + 1 if previous else 0,
+    )
+    dl.cancel(state, DeadlineKind.pre_meeting_contact)
+    dl.add_deadline(state, ctx.policy, DeadlineKind.pre_meeting_contact, body.at,
+                    state.coordinator_id, now=ctx.now)
+    _record(state, ctx, "status_meeting_rescheduled" if previous else "status_meeting_scheduled",
+            number=state.planned_meeting.number, at=body.at.isoformat())
 
 
 def apply_put_assessment(state: CaseState, body: AssessmentContent, ctx: Ctx) -> None:
@@ -771,6 +793,8 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
         recorded_by=ctx.actor.id,
     )
     state.status_meetings.append(meeting)
+    state.planned_meeting = None  # held
+    dl.cancel(state, DeadlineKind.pre_meeting_contact)
     policy, tz = ctx.policy, ctx.policy.timezone
     if dl.open_deadlines(state, DeadlineKind.first_followup):
         dl.satisfy(state, DeadlineKind.first_followup, body.at, f"status_meeting_{meeting.number}")
@@ -918,6 +942,7 @@ COMMANDS = {
     "pause": apply_pause,
     "resume": apply_resume,
     "provisional_assessment": apply_provisional_assessment,
+    "schedule_status_meeting": apply_schedule_status_meeting,
     "extend_assessment": apply_extend_assessment,
 }
 

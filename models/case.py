@@ -281,6 +281,12 @@ class GoalProgress(Strict):
     note: str = ""
 
 
+class ScheduleStatusMeeting(Strict):
+    at: AwareDatetime
+    location: NonBlank
+    participants: list[str] = Field(min_length=1)
+
+
 class RecordStatusMeeting(Strict):
     at: AwareDatetime
     participants: list[str] = Field(min_length=1)
@@ -425,6 +431,16 @@ class AssessmentMeeting(BaseModel):
     participants: list[str]
 
 
+class PlannedMeeting(BaseModel):
+    """The next status meeting, planned ahead so the family is contacted and invited first."""
+
+    number: int
+    at: datetime
+    location: str
+    participants: list[str]
+    sequence: int = 0  # bumped when it moves: the invitation's SEQUENCE
+
+
 class StatusMeeting(BaseModel):
     number: int
     at: datetime
@@ -515,6 +531,7 @@ class CaseState(BaseModel):
     plans: list[PlanVersion] = []
     escalations: list[EscalationItem] = []
     status_meetings: list[StatusMeeting] = []
+    planned_meeting: PlannedMeeting | None = None
     measures_started_at: datetime | None = None
     followup_months: int | None = None
     deadlines: list[Deadline] = []

@@ -24,6 +24,7 @@ from models.case import (
     RecordContact,
     RecordStatusMeeting,
     ScheduleAssessmentMeeting,
+    ScheduleStatusMeeting,
     Triage,
 )
 from models.policy import Policy
@@ -77,5 +78,6 @@ BODY_MODELS: dict[str, type[BaseModel] | None] = {
     "pause": PauseCase,
     "resume": None,
     "provisional_assessment": ProvisionalAssessmentIn,
+    "schedule_status_meeting": ScheduleStatusMeeting,
     "extend_assessment": ExtendAssessment,
 }

@@ -378,6 +378,8 @@ CLOSED_COMMANDS: list[tuple[str, dict | None]] = [
     ("pause", {"reason": "family asked for a break"}),
     ("resume", None),
     ("provisional_assessment", {"text": "provisional"}),
+    ("schedule_status_meeting", {"at": "2030-01-01T10:00:00Z", "location": "x",
+                                 "participants": ["anna"]}),
     ("extend_assessment", {"new_due_at": "2028-01-01T00:00:00Z", "decision_ref": "N-1",
                            "reason": "more time"}),
 ]

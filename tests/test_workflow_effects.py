@@ -48,6 +48,10 @@ async def test_messages_and_documents_once_each(ts_env: WorkflowEnvironment, set
                   {"staff_id": "per", "vote": "agree"})
         state = await cmd(handle, "family_response", ANNA, {"approved": True})
         assert state.stage is Stage.active
+        at = await ts_env.get_current_time() + timedelta(days=10)
+        await cmd(handle, "schedule_status_meeting", ANNA, {
+            "at": at.isoformat(), "location": "Family home", "participants": ["anna", "family"]})
+        await ts_env.sleep(timedelta(days=11))  # the pre-meeting contact goes overdue meanwhile
         await cmd(handle, "close", ANNA, {"reason": "goals_reached"})
         await handle.result()
 
@@ -59,6 +63,10 @@ async def test_messages_and_documents_once_each(ts_env: WorkflowEnvironment, set
     assert {n.recipient_id for n in invitations} >= {"anna", "ole"}
     assert all(n.ics and "BEGIN:VCALENDAR" in n.ics for n in invitations)
     assert any(p.startswith("plan_for_approval:v1") for p in purposes)
+    status_invites = [n for n in notes if n.purpose == "status-1_invitation"]
+    assert {n.recipient_id for n in status_invites} >= {"anna", "family:1"}
+    assert all("status-1@onefamily" in n.ics for n in status_invites)
+    assert any(p.startswith("deadline:pre_meeting_contact#2:") for p in purposes), sorted(purposes)
     assert len(purposes) == len(set(n.key for n in notes)), "one row per key"
 
     docs = {(d.kind, d.version) for d in _rows(settings, DocumentRow, case_id)}

@@ -457,3 +457,11 @@ class FamilyCaseWorkflow:
     @extend_assessment.validator
     def _v_extend_assessment(self, inp: CommandInput) -> None:
         self._validate("extend_assessment", inp)
+
+    @workflow.update
+    def schedule_status_meeting(self, inp: CommandInput) -> CaseState:
+        return self._apply("schedule_status_meeting", inp)
+
+    @schedule_status_meeting.validator
+    def _v_schedule_status_meeting(self, inp: CommandInput) -> None:
+        self._validate("schedule_status_meeting", inp)
