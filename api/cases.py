@@ -163,7 +163,7 @@ async def list_all(
     overdue: bool | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict:
     actor = cmd.caller.require()
     visible_to = None if (is_manager(actor) or "committee" in actor.roles) else actor.id

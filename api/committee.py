@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from sqlmodel import select
 
 from api.cases import Cmd
@@ -49,11 +49,11 @@ async def decide(item_id: str, body: CommitteeDecision, cmd: Cmd) -> dict:
 
 
 @router.get("/meetings")
-def meetings(cmd: Cmd, limit: int = 20) -> dict:
+def meetings(cmd: Cmd, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict:
     """Held meetings with their frozen agendas, newest first."""
     cmd.caller.require()
     rows = cmd.session.exec(
-        select(CommitteeMeetingRow).order_by(CommitteeMeetingRow.at.desc()).limit(min(limit, 200))
+        select(CommitteeMeetingRow).order_by(CommitteeMeetingRow.at.desc()).limit(limit)
     ).all()
     items = [{"id": r.id, "committee_id": r.committee_id, "number": r.number, "at": r.at,
               "item_ids": r.item_ids} for r in rows]

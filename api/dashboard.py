@@ -350,7 +350,7 @@ async def stuck(
     sort: Sort = "age",
     include_acknowledged: bool = True,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict:
     actor = caller.require()
     now = watch.utcnow()

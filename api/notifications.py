@@ -52,7 +52,7 @@ def list_notifications(
     status: Literal["queued", "sent", "failed", "deferred"] | None = None,
     purpose: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict:
     actor = caller.require()
     query = select(NotificationRow)

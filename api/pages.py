@@ -225,7 +225,7 @@ async def stuck_page(
     reason: Annotated[str | None, Query(max_length=64)] = None,
     sort: dashboard.Sort = "age",
     acknowledged: str = "show",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
     await _index(request)
     with Session(request.app.state.engine) as session:
@@ -258,7 +258,7 @@ async def cases_page(
     overdue: str | None = None,
     q: Annotated[str | None, Query(max_length=100)] = None,
     sort: dashboard.CaseSort = "age",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> Response:
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)

@@ -24,6 +24,16 @@ def _not_blank(value: str) -> str:
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
 
 
+def _plausible(value: datetime) -> datetime:
+    # Case work happens in this century: a year 0679 is a typo, and would break time zones.
+    if not 1990 <= value.year <= 2100:
+        raise ValueError("must be a date between 1990 and 2100")
+    return value
+
+
+When = Annotated[AwareDatetime, AfterValidator(_plausible)]
+
+
 class Stage(StrEnum):
     referred = "referred"
     coordinator_assigned = "coordinator_assigned"
@@ -134,7 +144,7 @@ class Strict(BaseModel):
 class Referral(Strict):
     source: Source
     kind: ReferralKind = ReferralKind.application
-    received_at: AwareDatetime
+    received_at: When
     reason: NonBlank
     reporter_is_professional: bool | None = None
 
@@ -196,7 +206,7 @@ class FormTeam(Strict):
 
 class RecordContact(Strict):
     kind: ContactKind
-    at: AwareDatetime
+    at: When
     notes: str = ""
 
 
@@ -208,7 +218,7 @@ class Triage(Strict):
 
 
 class ScheduleAssessmentMeeting(Strict):
-    at: AwareDatetime
+    at: When
     location: NonBlank
     participants: list[str] = Field(min_length=1)
 
@@ -282,13 +292,13 @@ class GoalProgress(Strict):
 
 
 class ScheduleStatusMeeting(Strict):
-    at: AwareDatetime
+    at: When
     location: NonBlank
     participants: list[str] = Field(min_length=1)
 
 
 class RecordStatusMeeting(Strict):
-    at: AwareDatetime
+    at: When
     participants: list[str] = Field(min_length=1)
     minutes: str = ""
     goal_progress: list[GoalProgress] = []
@@ -311,7 +321,7 @@ class ProvisionalAssessmentIn(Strict):
 
 
 class ExtendAssessment(Strict):
-    new_due_at: AwareDatetime
+    new_due_at: When
     decision_ref: NonBlank
     reason: NonBlank
 

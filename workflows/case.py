@@ -8,7 +8,7 @@ trace in the history. Handlers never await, so they cannot interleave.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -279,7 +279,8 @@ class FamilyCaseWorkflow:
             search.COORDINATOR.value_set(state.coordinator_id or ""),
             search.OVERDUE.value_set(bool(wanted[search.OVERDUE.name])),
             search.BLOCKED_ON.value_set(str(wanted[search.BLOCKED_ON.name])),
-            search.NEXT_DEADLINE.value_set(due) if due else search.NEXT_DEADLINE.value_unset(),
+            search.NEXT_DEADLINE.value_set(due.astimezone(UTC)) if due
+            else search.NEXT_DEADLINE.value_unset(),
         ]
         workflow.upsert_search_attributes(updates)
         self._search_attributes = wanted
