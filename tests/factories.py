@@ -76,3 +76,19 @@ def admin() -> Actor:
 
 def ctx(who: Actor, now: datetime = NOW, policy: Policy = DK) -> Ctx:
     return Ctx(actor=who, now=now, policy=policy)
+
+
+# The staff the end-to-end tests register: two coordinators, a team member, a manager and the
+# visitation committee.
+STAFF: list[dict[str, Any]] = [
+    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "bo", "name": "Bo Holm", "discipline": "social_worker",
+     "department": "children_disability", "roles": ["coordinator"]},
+    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
+     "department": "adult_services", "roles": ["team_member"]},
+    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
+     "department": "children_disability", "roles": ["manager"]},
+    {"id": "board", "name": "Committee", "discipline": "other",
+     "department": "administration", "roles": ["committee"]},
+]

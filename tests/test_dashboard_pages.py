@@ -19,23 +19,13 @@ import httpx
 import pytest
 
 from tests.e2e_stack import Stack
-from tests.factories import case_create_body
+from tests.factories import STAFF, case_create_body
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-STAFF = [
-    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
-     "department": "children_disability", "roles": ["coordinator"]},
-    {"id": "bo", "name": "Bo Holm", "discipline": "social_worker",
-     "department": "children_disability", "roles": ["coordinator"]},
-    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
-     "department": "adult_services", "roles": ["team_member"]},
-    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
-     "department": "children_disability", "roles": ["manager"]},
-]
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
                                 reason=f"{CHROMIUM} is missing (Debian package `chromium`)")

@@ -13,20 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e_stack import Stack
-from tests.factories import case_create_body
-
-STAFF = [
-    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
-     "department": "children_disability", "roles": ["coordinator"]},
-    {"id": "bo", "name": "Bo Holm", "discipline": "social_worker",
-     "department": "children_disability", "roles": ["coordinator"]},
-    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
-     "department": "adult_services", "roles": ["team_member"]},
-    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
-     "department": "children_disability", "roles": ["manager"]},
-    {"id": "board", "name": "Committee", "discipline": "other",
-     "department": "administration", "roles": ["committee"]},
-]
+from tests.factories import STAFF, case_create_body
 
 PLAN = {
     "family_goals": ["Emil goes to school every day"],

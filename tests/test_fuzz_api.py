@@ -47,16 +47,6 @@ PASS_TIMEOUT = 240.0  # seconds for one whole pass
 USERS = {"admin": 600, "anna": 600}  # who calls, and at least how many requests that pass sends
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-STAFF = [
-    {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
-     "department": "children_disability", "roles": ["coordinator"]},
-    {"id": "ole", "name": "Ole Dam", "discipline": "adult_services",
-     "department": "adult_services", "roles": ["team_member"]},
-    {"id": "mia", "name": "Mia Lund", "discipline": "manager",
-     "department": "children_disability", "roles": ["manager"]},
-    {"id": "board", "name": "Committee", "discipline": "other",
-     "department": "administration", "roles": ["committee"]},
-]
 
 
 # ---------------------------------------------------------------- the fuzzer (subprocess side)
@@ -185,6 +175,7 @@ def failure_report(stack: Stack, out: dict) -> str:
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     from tests.e2e_stack import Stack  # here, not at the top: see the module docstring
+    from tests.factories import STAFF
 
     s = Stack(Path(tmp_path_factory.mktemp("fuzz")) / "data")
     try:
