@@ -631,16 +631,26 @@ async def _report(request: Request, month: str, user: StaffRow,
     return data
 
 
-@router.get("/reports/{month}")
-async def report_page(request: Request, month: str) -> Response:
+def _report_reader(request: Request, month: str) -> tuple[object, Response | None]:
+    """The signed-in manager who may read a month's report, or the page that says why not."""
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
     if user is None:
-        return _login_redirect(request)
+        return None, _login_redirect(request)
     if _month_or_none(month) is None:
-        return _error(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+        return user, _error(request, user, 404, "No such month",
+                            "Months are written yyyy-mm, e.g. 2026-11.")
     if not dashboard.sees_everything(_actor(user)):
-        return _error(request, user, 403, "Managers only", "The monthly report is for managers.")
+        return user, _error(request, user, 403, "Managers only",
+                            "The monthly report is for managers.")
+    return user, None
+
+
+@router.get("/reports/{month}")
+async def report_page(request: Request, month: str) -> Response:
+    user, refused = _report_reader(request, month)
+    if refused is not None:
+        return refused
     found = await _report(request, month, user)
     stored = isinstance(found, MonthlyReportRow)
     data = found.data if stored else found
@@ -665,14 +675,9 @@ async def recompute_report(request: Request, month: str) -> Response:
 
 @router.get("/reports/{month}/document")
 async def report_document(request: Request, month: str, format: str = "html") -> Response:
-    with Session(request.app.state.engine) as session:
-        user = current_user(request, session)
-    if user is None:
-        return _login_redirect(request)
-    if _month_or_none(month) is None:
-        return _error(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
-    if not dashboard.sees_everything(_actor(user)):
-        return _error(request, user, 403, "Managers only", "The monthly report is for managers.")
+    user, refused = _report_reader(request, month)
+    if refused is not None:
+        return refused
     found = await _report(request, month, user)
     if isinstance(found, MonthlyReportRow):
         html, pdf = found.html, found.pdf

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -48,6 +49,21 @@ def settings(tmp_path: Path) -> Settings:
     )
     migrate(s.db_url)
     return s
+
+
+@pytest.fixture
+async def started(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> AsyncIterator[list[WorkflowHandle]]:
+    """Workflows to terminate at the end of the test, the committee of this test included."""
+    handles: list[WorkflowHandle] = [
+        ts_env.client.get_workflow_handle(f"committee-{settings.committee_id}")]
+    yield handles
+    for handle in handles:
+        try:
+            await handle.terminate(reason="end of test")
+        except RPCError:
+            pass  # never started, or already closed
 
 
 @asynccontextmanager

@@ -9,7 +9,6 @@ local time (Europe/Copenhagen), and the read model gets the meetings and the ite
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -56,17 +55,6 @@ def settings(tmp_path: Path) -> Settings:
     return s
 
 
-@pytest.fixture
-async def started(ts_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[list[WorkflowHandle]]:
-    """The committee runs forever: it and every case of the test are terminated at the end."""
-    handles: list[WorkflowHandle] = [
-        ts_env.client.get_workflow_handle(f"committee-{settings.committee_id}")]
-    yield handles
-    for handle in handles:
-        try:
-            await handle.terminate(reason="end of test")
-        except RPCError:
-            pass
 
 
 async def agenda(env: WorkflowEnvironment, settings: Settings) -> CommitteeState:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from domain import clocks
@@ -43,18 +42,8 @@ ANNA = Actor(id="anna", roles=["coordinator"])
 OLE = Actor(id="ole", roles=["team_member"])
 BOARD = Actor(id="board", roles=["committee"])
 
-TEAM = {"members": [{"staff_id": "ole", "discipline": "school_psychologist", "department": "school"}]}
-ASSESSMENT = {
-    "ics": {"child_development": [{"dimension": "health", "concerns": "Stomach aches"}]},
-    "child_views": "Emil wants to go to school without stomach aches.",
-}
-PLAN = {
-    "family_goals": ["Emil goes to school every day"],
-    "goals": [{"id": "g1", "text": "Emil attends school 5 days a week", "owner": "anna"}],
-    "services": [{"name": "Family therapy", "paragraph": "BL § 32", "department": "children_disability",
-                  "monthly_cost": 5000,
-                  "funding": [{"department": "children_disability", "share": 1.0}]}],
-}
+from tests.test_clocks import ASSESSMENT, PLAN, TEAM  # noqa: E402 - the same bodies
+
 # How late after its instant an event may be recorded: the workflow wakes one second after it.
 SLACK = timedelta(seconds=3)
 MINUTE = timedelta(minutes=1)
@@ -74,17 +63,6 @@ def settings(tmp_path: Path) -> Settings:
     return s
 
 
-@pytest.fixture
-async def started(ts_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[list[WorkflowHandle]]:
-    """Workflows to terminate at the end of the test, the committee of this test included."""
-    handles: list[WorkflowHandle] = [
-        ts_env.client.get_workflow_handle(f"committee-{settings.committee_id}")]
-    yield handles
-    for handle in handles:
-        try:
-            await handle.terminate(reason="end of test")
-        except RPCError:
-            pass  # never started, or already closed
 
 
 async def start(env: WorkflowEnvironment, settings: Settings, started: list[WorkflowHandle],
