@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,9 +32,34 @@ class Settings(BaseSettings):
     # Encrypt Temporal payloads (health data) at rest; keys: workflows/codec.py.
     encrypt_payloads: bool = Field(True, validation_alias="ONEFAMILY_ENCRYPT_PAYLOADS")
 
+    # Identity (DESIGN §9): how staff prove who they are.
+    auth: Literal["local", "oidc", "trusted-header"] = Field("local", validation_alias="ONEFAMILY_AUTH")
+    trusted_header: str = Field("X-User", validation_alias="ONEFAMILY_TRUSTED_HEADER")
+    # Peers whose trusted header is believed (IPs or CIDRs, comma separated).
+    trusted_proxies: str = Field("127.0.0.1,::1", validation_alias="ONEFAMILY_TRUSTED_PROXIES")
+    admin_password: str | None = Field(None, validation_alias="ONEFAMILY_ADMIN_PASSWORD")
+    session_idle_minutes: int = Field(30, ge=1, validation_alias="ONEFAMILY_SESSION_IDLE_MINUTES")
+    session_absolute_hours: int = Field(12, ge=1, validation_alias="ONEFAMILY_SESSION_ABSOLUTE_HOURS")
+    # Host names the API answers to, besides loopback (comma separated); DNS rebinding defence.
+    allowed_hosts: str = Field("", validation_alias="ONEFAMILY_ALLOWED_HOSTS")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="ONEFAMILY_MAX_BODY_BYTES")
+    public_url: str | None = Field(None, validation_alias="ONEFAMILY_PUBLIC_URL")
+    # OpenID Connect (ONEFAMILY_AUTH=oidc).
+    oidc_issuer: str | None = Field(None, validation_alias="ONEFAMILY_OIDC_ISSUER")
+    oidc_client_id: str | None = Field(None, validation_alias="ONEFAMILY_OIDC_CLIENT_ID")
+    oidc_client_secret: str | None = Field(None, validation_alias="ONEFAMILY_OIDC_CLIENT_SECRET")
+    # The `aud` bearer tokens must carry (default: the client id).
+    oidc_audience: str | None = Field(None, validation_alias="ONEFAMILY_OIDC_AUDIENCE")
+    oidc_staff_claim: str = Field("preferred_username", validation_alias="ONEFAMILY_OIDC_STAFF_CLAIM")
+    oidc_scopes: str = Field("openid profile", validation_alias="ONEFAMILY_OIDC_SCOPES")
+
     @property
     def document_task_queue(self) -> str:
         return f"{self.task_queue}-documents"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return bool(self.public_url and self.public_url.startswith("https://"))
 
     @property
     def temporal_target(self) -> str:

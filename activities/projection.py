@@ -10,15 +10,16 @@ from sqlmodel import Session, delete, select, update
 from temporalio import activity
 
 from domain import deadlines as dl
+from domain.access import DEFAULT_UNIT
 from models.case import CaseState, Stage
-from models.tables import CasePersonRow, CaseRow, CommitteeItemRow
+from models.tables import CasePersonRow, CaseRow, CommitteeItemRow, StaffRow
 
 
 def person_key(name: str, birth_date: object) -> str:
     return f"{' '.join(name.lower().split())}|{birth_date or ''}"
 
 
-def case_row(state: CaseState, now: datetime) -> CaseRow:
+def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRow:
     blocked = state.blocked_on
     contacts = [c.at for c in state.contacts]
     names = [state.family.name, *(m.name for m in state.family.members)]
@@ -27,6 +28,7 @@ def case_row(state: CaseState, now: datetime) -> CaseRow:
         version=state.version,
         stage=state.stage.value,
         coordinator_id=state.coordinator_id,
+        unit=unit or state.unit or DEFAULT_UNIT,
         family_name=state.family.name,
         search_text=" ".join(names).lower(),
         team_text="," + ",".join(state.team_ids) + ",",
@@ -44,12 +46,21 @@ def case_row(state: CaseState, now: datetime) -> CaseRow:
     )
 
 
+def case_unit(session: Session, state: CaseState) -> str:
+    """A case belongs to its coordinator's unit; before assignment to the referral's."""
+    if state.coordinator_id:
+        unit = session.exec(select(StaffRow.unit).where(StaffRow.id == state.coordinator_id)).first()
+        if unit:
+            return unit
+    return state.unit or DEFAULT_UNIT
+
+
 def write_case(session: Session, state: CaseState, now: datetime) -> bool:
     """Upsert the case unless the stored version is already as new. Returns True if written.
 
     The API and the projection activity both write: the version check is one conditional
     UPDATE, so of two racing writers the older version can never win."""
-    values = case_row(state, now).model_dump()
+    values = case_row(state, now, case_unit(session, state)).model_dump()
     updated = session.exec(
         update(CaseRow).where(CaseRow.id == state.id, CaseRow.version < state.version).values(values)
     ).rowcount
@@ -76,6 +87,7 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
             status=item.status,
             decision=item.decision.value if item.decision else None,
             decided_at=item.decided_at,
+            decided_by=item.decided_by,
             funding=[f.model_dump() for f in item.funding],
             monthly_total=sum(s.monthly_cost for s in plan.services) if plan else 0,
         )

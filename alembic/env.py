@@ -1,6 +1,7 @@
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import models.tables_auth  # noqa: F401
 import models.tables_outbox  # noqa: F401
 import models.tables_reporting  # noqa: F401
 from alembic import context

@@ -191,6 +191,7 @@ def new_case(
         consent=body.consent,
         contact_preference=body.contact_preference,
         concern_level=body.concern_level or policy.default_concern_level,
+        unit=body.unit or ctx.actor.unit,
     )
     dl.initial_deadlines(state, policy)
     _record(

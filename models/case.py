@@ -184,6 +184,8 @@ class CaseCreate(Strict):
     consent: Consent
     contact_preference: ContactPreference = ContactPreference.normal
     concern_level: Literal["high", "medium", "low"] | None = None
+    # The unit responsible before a coordinator is assigned (default: the registering unit).
+    unit: str | None = Field(None, max_length=64)
 
 
 # ---------------------------------------------------------------- command bodies
@@ -346,6 +348,8 @@ class Actor(BaseModel):
 
     id: str
     roles: list[str] = []
+    # The staff member's unit (managers see their unit's cases); None in old histories.
+    unit: str | None = None
 
 
 class TeamMember(BaseModel):
@@ -527,6 +531,8 @@ class CaseState(BaseModel):
     consent: Consent
     contact_preference: ContactPreference = ContactPreference.normal
     concern_level: str = "medium"
+    # The unit responsible before a coordinator is assigned (DESIGN §9: managers of the unit).
+    unit: str | None = None
     paused: bool = False
     pauses: list[Pause] = []
     provisional_assessments: list[ProvisionalAssessment] = []

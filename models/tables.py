@@ -32,6 +32,8 @@ class CaseRow(SQLModel, table=True):
     version: int
     stage: str = Field(index=True)
     coordinator_id: str | None = Field(default=None, index=True)
+    # The coordinator's unit, or the referral's before assignment (DESIGN §9).
+    unit: str = Field(default="children_disability", index=True)
     family_name: str
     search_text: str  # lower-cased names for `q`; the read model is allowed to hold them
     team_text: str = ""  # ",id1,id2," for need-to-know filtering
@@ -70,6 +72,7 @@ class CommitteeItemRow(SQLModel, table=True):
     status: str = Field(index=True)
     decision: str | None = None
     decided_at: datetime | None = None
+    decided_by: str | None = None
     # Decided funding shares per department and the plan's monthly cost they split.
     funding: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     monthly_total: float = 0

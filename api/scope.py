@@ -1,0 +1,64 @@
+"""The access policy (domain/access.py) applied to the read model: one case's facts, and the
+SQL form of a list scope. The only place that turns need-to-know into SQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, false, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session
+
+from domain.access import CaseFacts, CaseScope
+from models.tables import CaseRow, CommitteeItemRow
+
+
+def _team(text: str | None) -> frozenset[str]:
+    return frozenset(t for t in (text or "").split(",") if t)
+
+
+def facts_from_row(row: CaseRow, session: Session) -> CaseFacts:
+    items = session.exec(
+        select(CommitteeItemRow.status, CommitteeItemRow.decided_by)
+        .where(CommitteeItemRow.case_id == row.id)
+    ).all()
+    return CaseFacts(
+        id=row.id,
+        unit=row.unit,
+        coordinator_id=row.coordinator_id,
+        team_ids=_team(row.team_text),
+        open_escalation=any(status == "waiting" for status, _ in items),
+        decided_by=frozenset(by for _, by in items if by),
+    )
+
+
+def load_facts(session: Session, case_id: str) -> CaseFacts | None:
+    """The case's facts from the read model; None for an unknown case."""
+    row = session.get(CaseRow, case_id)
+    return facts_from_row(row, session) if row is not None else None
+
+
+def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=None,
+                 team_col=None) -> ColumnElement[bool]:
+    """A WHERE clause over case columns (defaults: the `cases` table) selecting exactly the
+    cases `domain.access.in_scope` accepts. Team ids are matched as whole ids, never as a
+    LIKE pattern (an id with `_` or `%` matches only itself)."""
+    id_col = CaseRow.id if id_col is None else id_col
+    unit_col = CaseRow.unit if unit_col is None else unit_col
+    coordinator_col = CaseRow.coordinator_id if coordinator_col is None else coordinator_col
+    team_col = CaseRow.team_text if team_col is None else team_col
+    if scope.everything:
+        return ~false()
+    parts: list[ColumnElement[bool]] = []
+    if scope.units:
+        parts.append(unit_col.in_(sorted(scope.units)))
+    if scope.unassigned_in_units:
+        parts.append(and_(coordinator_col.is_(None), unit_col.in_(sorted(scope.unassigned_in_units))))
+    if scope.staff_id is not None:
+        parts.append(coordinator_col == scope.staff_id)
+        parts.append(team_col.contains(f",{scope.staff_id},", autoescape=True))
+    if scope.committee_member is not None:
+        items = select(CommitteeItemRow.case_id).where(
+            or_(CommitteeItemRow.status == "waiting",
+                CommitteeItemRow.decided_by == scope.committee_member)
+        )
+        parts.append(id_col.in_(items))
+    return or_(*parts) if parts else false()
