@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Encrypt Temporal payloads (health data) at rest; keys: workflows/codec.py.
     encrypt_payloads: bool = Field(True, validation_alias="ONEFAMILY_ENCRYPT_PAYLOADS")
 
+    # How long the API's start waits for Temporal before answering (it keeps trying after).
+    temporal_connect_wait: float = Field(10, ge=0, validation_alias="ONEFAMILY_TEMPORAL_CONNECT_WAIT")
+
     # Identity (DESIGN §9): how staff prove who they are.
     auth: Literal["local", "oidc", "trusted-header"] = Field("local", validation_alias="ONEFAMILY_AUTH")
     trusted_header: str = Field("X-User", validation_alias="ONEFAMILY_TRUSTED_HEADER")

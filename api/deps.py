@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
@@ -38,9 +39,11 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
         yield session
 
 
-# The staff directory is read on every request and changes rarely: a short-lived cache.
+# The staff directory is read for every named staff id (team, assignment): a short-lived,
+# bounded cache. Only ids that can exist are looked up at all.
 STAFF_TTL = 10.0
-_staff_cache: dict[str, tuple[float, Actor | None]] = {}
+STAFF_CACHE_MAX = 2048
+_staff_cache: OrderedDict[str, tuple[float, Actor | None]] = OrderedDict()
 
 
 def forget_staff() -> None:
@@ -48,34 +51,42 @@ def forget_staff() -> None:
 
 
 def lookup_staff(session: Session, staff_id: str) -> Actor | None:
+    if not 0 < len(staff_id) <= 64:
+        return None
     hit = _staff_cache.get(staff_id)
     now = time.monotonic()
     if hit is not None and hit[0] > now:
+        _staff_cache.move_to_end(staff_id)
         return hit[1]
     row = session.get(StaffRow, staff_id)
-    actor = Actor(id=row.id, roles=list(row.roles)) if row is not None and row.active else None
+    actor = Actor(id=row.id, roles=list(row.roles), unit=row.unit) if row is not None and row.active else None
     _staff_cache[staff_id] = (now + STAFF_TTL, actor)
+    _staff_cache.move_to_end(staff_id)
+    while len(_staff_cache) > STAFF_CACHE_MAX:
+        _staff_cache.popitem(last=False)
     return actor
 
 
 @dataclass
 class Caller:
-    """The X-User header, resolved only when the endpoint asks: the contract checks the body
-    (422) before the caller (401), and FastAPI would run a raising dependency first."""
+    """The authenticated caller (api/auth.py put it on the request), resolved only when the
+    endpoint asks: the contract checks the body (422) before the caller's rights (403)."""
 
-    user_id: str | None
+    request: Request
     session: Session
 
+    @property
+    def user_id(self) -> str | None:
+        actor = getattr(self.request.state, "principal", None)
+        return actor.id if actor is not None else None
+
     def require(self) -> Actor:
-        if not self.user_id:
-            raise HTTPException(401, "Say who you are: send the header X-User with your staff id.")
-        actor = lookup_staff(self.session, self.user_id)
+        actor = getattr(self.request.state, "principal", None)
         if actor is None:
-            raise HTTPException(401, f"Unknown user '{self.user_id}': not in the staff directory.")
+            raise HTTPException(401, getattr(self.request.state, "auth_error", None)
+                                or "Log in, or send Authorization: Bearer <token>.")
         return actor
 
 
-async def get_caller(
-    x_user: str | None = Header(None), session: Session = Depends(get_session)
-) -> Caller:
-    return Caller(user_id=x_user, session=session)
+async def get_caller(request: Request, session: Session = Depends(get_session)) -> Caller:
+    return Caller(request=request, session=session)

@@ -110,6 +110,12 @@ def may_assign(actor: Actor, coordinator_unit: str) -> str | None:
     return None
 
 
+def may_manage_case(actor: Actor, case: CaseFacts) -> bool:
+    """Manager actions on a case (nudge, acknowledge a stuck reason): the manager of the
+    case's unit, or admin."""
+    return is_admin(actor) or manages(actor, case.unit)
+
+
 def may_read_audit(actor: Actor, case: CaseFacts | None) -> bool:
     if is_admin(actor):
         return True
@@ -140,6 +146,24 @@ def case_scope(actor: Actor) -> CaseScope:
         staff_id=actor.id,
         committee_member=actor.id if "committee" in actor.roles else None,
     )
+
+
+def report_scope(actor: Actor) -> CaseScope:
+    """The cases behind a manager's figures (caseload, monthly report): every case for admin,
+    the cases of their unit for a manager, none for anyone else."""
+    if is_admin(actor):
+        return CaseScope(everything=True)
+    if "manager" in actor.roles:
+        return CaseScope(units=frozenset({unit_of(actor)}))
+    return CaseScope()
+
+
+def committee_scope(actor: Actor) -> CaseScope:
+    """Whose committee items (agenda, meetings, decided funding) a reader of the committee
+    sees: the committee and admin all of them, a manager those of their unit's cases."""
+    if is_admin(actor) or "committee" in actor.roles:
+        return CaseScope(everything=True)
+    return case_scope(actor)
 
 
 def in_scope(scope: CaseScope, case: CaseFacts) -> bool:
@@ -174,6 +198,19 @@ def may_read_reports(actor: Actor) -> bool:
     return is_admin(actor) or "manager" in actor.roles
 
 
+def non_case_refusal(actor: Actor, owner_id: str) -> str | None:
+    """Documents that belong to no single case: the committee's (`committee-<id>`) for
+    readers of the committee; the municipality's monthly report (`report-<yyyy-mm>`, the
+    figures of every unit) for those whose report scope is everything."""
+    if owner_id.startswith("committee-"):
+        return None if may_read_committee(actor) else "The committee's documents are for the committee."
+    if owner_id.startswith("report-"):
+        if report_scope(actor).everything:
+            return None
+        return "The municipality's report is for administrators; a manager reads their unit's on /reports."
+    return NOT_YOUR_CASE
+
+
 def may_change_policy(actor: Actor) -> bool:
     """The municipality's policy (caseload cap, deadlines) is the administrator's."""
     return is_admin(actor)
@@ -203,6 +240,9 @@ def grant_refusal(actor: Actor, roles: Iterable[str], unit: str) -> str | None:
     return "Only an administrator or a manager of the unit registers staff."
 
 
-def may_manage_staff(actor: Actor, staff_unit: str) -> bool:
-    """Deactivate, reset passwords: admin, or the manager of the staff member's unit."""
-    return is_admin(actor) or manages(actor, staff_unit)
+def may_manage_staff(actor: Actor, staff_unit: str, staff_roles: Iterable[str] = ()) -> bool:
+    """Deactivate, reset passwords: admin, or the manager of the staff member's unit (never
+    of an administrator)."""
+    if is_admin(actor):
+        return True
+    return manages(actor, staff_unit) and "admin" not in set(staff_roles)
