@@ -190,10 +190,12 @@ class EmbeddedTemporal:
             # Otherwise wait_ready() could happily talk to whoever already holds the port.
             if not port_free(port):
                 raise LauncherError(f"port {port} on 127.0.0.1 is already in use")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # closed in stop()/kill()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner-only files at rest (DESIGN §9): the log, and the server's db and its -wal/-shm.
+        self._log = open(self.log_path, "ab", opener=_private_opener)  # closed in stop()/kill()
         self.proc = spawn(
-            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            umask=0o077,
         )
 
     @property
@@ -232,6 +234,10 @@ class EmbeddedTemporal:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -322,10 +328,12 @@ def _raise_on_signal(signum: int, _frame: object) -> None:
 
 
 def main() -> int:
+    from models.db import private_data_dir
     from settings import get_settings
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # umask 077 for us and every child; the data dir 0700 and its files 0600 (DESIGN §9).
+    private_data_dir(settings.data_dir, create=True)
     # SIGTERM takes the same path as Ctrl-C: unwind into the `finally` below.
     signal.signal(signal.SIGTERM, _raise_on_signal)
 
@@ -363,24 +371,35 @@ def main() -> int:
         from models.db import migrate
 
         migrate(settings.db_url)
+        password_file = settings.data_dir / "admin-password"
+        first_start = not password_file.exists()
 
         children["worker"] = spawn([sys.executable, "-m", "worker", "--role", "cases"])
         children["documents worker"] = spawn([sys.executable, "-m", "worker", "--role", "documents"])
         children["api"] = spawn([
             sys.executable, "-m", "uvicorn", "api.main:app",
             "--host", settings.api_host, "--port", str(settings.api_port),
+            "--no-access-log",  # it prints query strings (names); api/hardening.py logs instead
         ])  # fmt: skip
         _wait_port(settings.api_host, settings.api_port, 60, check_children)
 
         api = f"http://127.0.0.1:{settings.api_port}"
         print("\nOneFamily is running (Ctrl-C to stop)", flush=True)
         print(f"  API:          {api}/api/v1")
-        print(f"  OpenAPI docs: {api}/docs")
+        print(f"  OpenAPI spec: {api}/openapi.json")
         if temporal is not None:
             print(f"  Temporal UI:  {temporal.ui_url}")
         else:
             print(f"  Temporal:     {settings.temporal_address}")
-        print(f"  Data dir:     {settings.data_dir.resolve()}\n", flush=True)
+        print(f"  Data dir:     {settings.data_dir.resolve()}", flush=True)
+        print(f"  Sign in:      {api}/login  (ONEFAMILY_AUTH={settings.auth})")
+        if first_start and password_file.exists():
+            # Printed this once; the file (mode 0600) keeps it until you delete it.
+            print(f"  admin's password (generated, also in {password_file}): "
+                  f"{password_file.read_text().strip()}")
+        elif password_file.exists():
+            print(f"  admin's first password is in {password_file}")
+        print("", flush=True)
 
         while True:
             check_children()

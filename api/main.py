@@ -13,11 +13,13 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from api import (
+    auth,
     cases,
     codec,
     committee,
     dashboard,
     documents,
+    login,
     metrics,
     notifications,
     pages,
@@ -25,8 +27,11 @@ from api import (
     staff,
 )
 from api.audit import AuditMiddleware
+from api.auth import AuthMiddleware, log_mode
+from api.credentials import bootstrap_admin_password
 from api.errors import validation_handler
-from models.db import get_engine, migrate
+from api.hardening import HardeningMiddleware
+from models.db import get_engine, migrate, private_data_dir
 from settings import Settings, get_settings
 from workflows.client import connect
 
@@ -49,16 +54,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        private_data_dir(settings.data_dir)  # umask 077; the data dir 0700, its files 0600
         app.state.settings = settings
         app.state.engine = get_engine(settings.db_url)
         await asyncio.to_thread(migrate, settings.db_url)
         with Session(app.state.engine) as session:
             staff.bootstrap_admin(session)
+            if settings.auth == "local":
+                bootstrap_admin_password(session, settings.data_dir, settings.admin_password)
             policy.load_policy_file(session, settings)
+        log_mode(settings)
         app.state.temporal = None
         connecting = asyncio.create_task(_connect_forever(app, settings))
         try:
-            await asyncio.wait_for(asyncio.shield(connecting), timeout=10)
+            await asyncio.wait_for(asyncio.shield(connecting), timeout=settings.temporal_connect_wait)
         except TimeoutError:
             log.warning("Temporal at %s not reachable yet; still trying", settings.temporal_target)
         yield
@@ -68,15 +77,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="OneFamily",
         version="0.1.0",
         description="One family, one entry point: durable case processes for municipal social "
-        "services. Identify yourself with the header `X-User: <staff id>` (bootstrap user: "
-        "`admin`).",
+        "services. Prove who you are with `Authorization: Bearer <token>`: a personal API token "
+        "(`POST /api/v1/auth/tokens` with HTTP Basic `staff_id:password`) or, in oidc mode, an "
+        "access token of the municipality's OpenID provider. Browsers sign in at `/login`.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # Swagger UI loads from a CDN: not under our CSP
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
+    # Starlette runs the middleware added last first: hardening -> auth -> metrics -> audit -> the app.
     app.add_middleware(AuditMiddleware)
     app.add_middleware(metrics.CommandLatencyMiddleware)
-    for router in (staff.router, cases.router, committee.router, dashboard.router, policy.router,
-                   codec.router, pages.router, metrics.router, documents.router, notifications.router):
+    app.add_middleware(AuthMiddleware)
+    app.add_middleware(HardeningMiddleware, settings=settings)  # Host, headers, access log
+    for router in (auth.router, login.router, staff.router, cases.router, committee.router,
+                   dashboard.router, policy.router, codec.router, pages.router, metrics.router,
+                   documents.router, notifications.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

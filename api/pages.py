@@ -42,16 +42,25 @@ from activities import report as reports
 from api import dashboard, watch
 from api.deps import Caller
 from api.policy import latest_policy
-from domain.lifecycle import is_manager
+from api.scope import load_facts, scope_clause
+from domain.access import (
+    CaseFacts,
+    case_scope,
+    facts_from_state,
+    may_manage_case,
+    may_read_reports,
+    may_see_duplicates,
+    read_refusal,
+    report_scope,
+)
 from domain.policy import current_policy
 from domain.stuck import BUSINESS_KINDS, OVERDUE_PREFIX, TECHNICAL_KINDS
 from models.case import Actor, AssignCoordinator, CaseState, DeadlineKind, Stage
-from models.tables import AuditRow, CaseRow, StaffRow
+from models.tables import CaseRow, StaffRow
 from models.tables_reporting import MonthlyReportRow, StuckAckRow, StuckNudgeRow
 
 log = logging.getLogger("onefamily.pages")
 
-COOKIE = "onefamily_user"
 CSS = Path(__file__).resolve().parent.parent / "templates" / "dashboard" / "dashboard.css"
 STUCK_SORTS = [("age", "oldest first"), ("newest", "newest first"), ("stage", "stage"),
                ("coordinator", "coordinator"), ("reasons", "most reasons")]
@@ -92,6 +101,7 @@ def render(request: Request, template: str, status: int = 200, **ctx) -> HTMLRes
     ctx.setdefault("flash_ok", request.query_params.get("ok"))
     ctx.setdefault("flash_error", request.query_params.get("error"))
     ctx.setdefault("technical_kinds", TECHNICAL_KINDS)
+    ctx.setdefault("csrf_token", getattr(request.state, "csrf_token", None) or "")
     html = env.get_template(template).render(**ctx)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -102,10 +112,11 @@ def _error(request: Request, user, status: int, title: str, message: str) -> HTM
 
 
 def current_user(request: Request, session: Session) -> StaffRow | None:
-    staff_id = request.headers.get("x-user") or request.cookies.get(COOKIE)
-    if not staff_id:
+    """The authenticated staff member (api/auth.py), as a plain row for the templates."""
+    actor = getattr(request.state, "principal", None)
+    if actor is None:
         return None
-    row = session.get(StaffRow, staff_id[:64])
+    row = session.get(StaffRow, actor.id)
     if row is None or not row.active:
         return None
     session.expunge(row)  # a plain value from here on: commits do not expire it
@@ -113,7 +124,7 @@ def current_user(request: Request, session: Session) -> StaffRow | None:
 
 
 def _actor(user: StaffRow) -> Actor:
-    return Actor(id=user.id, roles=list(user.roles))
+    return Actor(id=user.id, roles=list(user.roles), unit=user.unit)
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -137,13 +148,6 @@ def _staff_names(session: Session) -> dict[str, str]:
     return {s.id: s.name for s in session.execute(select(StaffRow)).scalars()}
 
 
-def _audit(request: Request, actor: str, case_id: str | None, status: int) -> None:
-    with Session(request.app.state.engine) as session:
-        session.add(AuditRow(at=datetime.now(UTC), actor=actor[:64], method=request.method,
-                             path=request.url.path, case_id=case_id, status=status))
-        session.commit()
-
-
 def _query(request: Request, drop: tuple[str, ...] = ("offset", "ok", "error")) -> str:
     return urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in drop and v])
 
@@ -161,41 +165,6 @@ async def _index(request: Request) -> None:
     await asyncio.to_thread(watch.catch_up, request.app.state.engine)
 
 
-# ---------------------------------------------------------------- identity
-
-
-@router.get("/login")
-def login_form(request: Request, next: str = "/") -> Response:
-    with Session(request.app.state.engine) as session:
-        staff = session.execute(select(StaffRow).where(StaffRow.active).order_by(StaffRow.id)).scalars().all()
-        return render(request, "login.html.j2", user=None, staff_list=staff, next=next, nav="")
-
-
-@router.post("/login")
-def login(request: Request, staff_id: Annotated[str, Form(max_length=64)],
-          next: Annotated[str, Form(max_length=500)] = "/") -> Response:
-    if _cross_site(request):
-        return Response("Cross-site form refused.", status_code=403)
-    with Session(request.app.state.engine) as session:
-        row = session.get(StaffRow, staff_id.strip())
-        if row is None or not row.active:
-            staff = session.execute(
-                select(StaffRow).where(StaffRow.active).order_by(StaffRow.id)).scalars().all()
-            return render(request, "login.html.j2", status=401, user=None, staff_list=staff, next=next,
-                          nav="", flash_error=f"Unknown staff id '{staff_id}'.")
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, row.id, httponly=True, samesite="lax", max_age=12 * 3600, path="/")
-    return response
-
-
-@router.post("/logout")
-def logout() -> Response:
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
-    return response
-
-
 @router.get("/assets/dashboard.css")
 def stylesheet() -> FileResponse:
     return FileResponse(CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
@@ -211,8 +180,8 @@ async def overview_page(request: Request) -> Response:
         user = current_user(request, session)
         if user is None:
             return _login_redirect(request)
-        me = dashboard.visible_to(_actor(user))
-        data = await asyncio.to_thread(dashboard.overview, session, watch.utcnow(), _settings(request), me)
+        data = await asyncio.to_thread(dashboard.overview, session, watch.utcnow(), _settings(request),
+                                       _actor(user))
         return render(request, "overview.html.j2", user=user, nav="overview", o=data,
                       staff=_staff_names(session), refresh=60)
 
@@ -232,10 +201,13 @@ async def stuck_page(
         user = current_user(request, session)
         if user is None:
             return _login_redirect(request)
+        if not may_read_reports(_actor(user)):
+            return _error(request, user, 403, "Managers only",
+                          "The stuck list is for managers; your own cases are on the overview.")
         result = await asyncio.to_thread(
             dashboard.stuck_list, session, watch.utcnow(), stage=stage.value if stage else None,
             coordinator_id=coordinator_id or None, reason=reason or None, sort=sort,
-            include_acknowledged=acknowledged != "hide", me=dashboard.visible_to(_actor(user)),
+            include_acknowledged=acknowledged != "hide", scope=case_scope(_actor(user)),
             limit=50, offset=offset,
         )
         coordinators = [s for s in session.execute(select(StaffRow).order_by(StaffRow.name)).scalars()
@@ -268,7 +240,7 @@ async def cases_page(
         result = await asyncio.to_thread(
             dashboard.case_list, session, watch.utcnow(), stage=stage.value if stage else None,
             coordinator_id=coordinator_id or None, overdue=flag, q=q or None, sort=sort,
-            me=dashboard.visible_to(_actor(user)), limit=50, offset=offset,
+            scope=case_scope(_actor(user)), limit=50, offset=offset,
         )
         coordinators = [s for s in session.execute(select(StaffRow).order_by(StaffRow.name)).scalars()
                         if "coordinator" in s.roles]
@@ -316,8 +288,14 @@ async def _load_case(request: Request, case_id: str) -> tuple[CaseState | None, 
     return await asyncio.to_thread(stored), False
 
 
-def _may_read(state: CaseState, user: StaffRow) -> bool:
-    return dashboard.sees_everything(_actor(user)) or user.id in state.team_ids
+def _facts(request: Request, case_id: str, state: CaseState | None = None) -> CaseFacts | None:
+    """The case's need-to-know facts from the read model (the policy's one source), or from
+    the state when the read model does not have the case yet; None for an unknown case."""
+    with Session(request.app.state.engine) as session:
+        facts = load_facts(session, case_id)
+    if facts is None and state is not None:
+        facts = facts_from_state(state)
+    return facts
 
 
 def _temporal_url(request: Request, case_id: str) -> str:
@@ -387,17 +365,27 @@ async def case_page(request: Request, case_id: str) -> Response:
         return _login_redirect(request)
     if not _valid_case_id(case_id):
         return _error(request, user, 404, "No such case", "Case ids are UUIDs.")
-    state, live = await _load_case(request, case_id)
+    actor = _actor(user)
+    facts = await asyncio.to_thread(_facts, request, case_id)
+    state = live = None
+    if facts is None:  # not in the read model (yet): the workflow knows, or nobody does
+        state, live = await _load_case(request, case_id)
+        if state is None:
+            return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
+        facts = facts_from_state(state)
+    refusal = read_refusal(actor, facts)
+    if refusal:
+        return _error(request, user, 403, "Not your case", refusal)
     if state is None:
-        return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
-    if not _may_read(state, user):
-        await asyncio.to_thread(_audit, request, user.id, case_id, 403)
-        return _error(request, user, 403, "Not your case", "You do not work on this case.")
+        state, live = await _load_case(request, case_id)
+        if state is None:
+            return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
     await _index(request)
     from api.views import case_view
 
     now = watch.utcnow()
-    c = case_view(state, now)
+    c = case_view(state, now, may_see_duplicates(actor, facts))
+    manager = may_manage_case(actor, facts)
     with Session(request.app.state.engine) as session:
         staff = _staff_names(session)
         reasons = dashboard.case_reasons(session, now, case_id)
@@ -407,8 +395,8 @@ async def case_page(request: Request, case_id: str) -> Response:
         active = state.active_plan
         ctx = dict(
             user=user, nav="cases", c=c, live=live, now=now, staff=staff, reasons=reasons,
-            manager=is_manager(_actor(user)), cap=cap,
-            coordinators=dashboard.caseload(session, cap) if is_manager(_actor(user)) else [],
+            manager=manager, cap=cap,
+            coordinators=dashboard.caseload(session, cap, report_scope(actor)) if manager else [],
             nudge_recipients=recipients, nudge_default=default,
             deadlines=sorted(c["deadlines"],
                              key=lambda d: (d["status"] not in ("overdue", "open"), d["due_at"])),
@@ -426,7 +414,6 @@ async def case_page(request: Request, case_id: str) -> Response:
             temporal_url=_temporal_url(request, case_id),
         )
         response = render(request, "case.html.j2", **ctx)
-    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
     return response
 
 
@@ -438,9 +425,12 @@ async def case_document(request: Request, case_id: str, doc_id: str, format: str
         return _login_redirect(request)
     if not _valid_case_id(case_id):
         return _error(request, user, 404, "No such document", "Case ids are UUIDs.")
-    state, _ = await _load_case(request, case_id)
-    if state is None or not _may_read(state, user):
-        return _error(request, user, 404 if state is None else 403, "No such document",
+    facts = await asyncio.to_thread(_facts, request, case_id)
+    if facts is None:
+        state, _ = await _load_case(request, case_id)
+        facts = _facts(request, case_id, state) if state is not None else None
+    if facts is None or read_refusal(_actor(user), facts):
+        return _error(request, user, 404 if facts is None else 403, "No such document",
                       "There is no such document, or you do not work on this case.")
     try:
         from models.tables_outbox import DocumentRow
@@ -450,7 +440,6 @@ async def case_document(request: Request, case_id: str, doc_id: str, format: str
         row = session.get(DocumentRow, doc_id)
         if row is None or row.case_id != case_id:
             return _error(request, user, 404, "No such document", "There is no such document.")
-        await asyncio.to_thread(_audit, request, user.id, case_id, 200)
         if format == "pdf":
             filename = f"{row.kind}-v{row.version}.pdf"
             return Response(row.pdf, media_type="application/pdf",
@@ -461,13 +450,25 @@ async def case_document(request: Request, case_id: str, doc_id: str, format: str
 # ---------------------------------------------------------------- manager actions (PRG)
 
 
-def _manager_or_error(request: Request, user: StaffRow | None):
+def _manager_or_error(request: Request, user: StaffRow | None, case_id: str | None = None):
+    """None if `user` may take this manager action (on `case_id`: the manager of the case's
+    unit or admin, `domain.access.may_manage_case`; else a reader of reports), or the page
+    that says why not (login, another site, 404 unknown case, 403)."""
     if user is None:
         return _login_redirect(request)
     if _cross_site(request):
         return _error(request, user, 403, "Refused", "This form was sent from another site.")
-    if not is_manager(_actor(user)):
-        return _error(request, user, 403, "Managers only", "Only a manager can do this.")
+    actor = _actor(user)
+    if case_id is None:
+        if not may_read_reports(actor):
+            return _error(request, user, 403, "Managers only", "Only a manager can do this.")
+        return None
+    facts = _facts(request, case_id) if _valid_case_id(case_id) else None
+    if facts is None:
+        return _error(request, user, 404, "No such case", f"There is no case {case_id}.")
+    if not may_manage_case(actor, facts):
+        return _error(request, user, 403, "Managers only",
+                      "Only a manager of the case's unit can do this.")
     return None
 
 
@@ -482,7 +483,7 @@ async def reassign(request: Request, case_id: str,
     session = Session(request.app.state.engine)
     try:
         user = current_user(request, session)
-        refused = _manager_or_error(request, user)
+        refused = _manager_or_error(request, user, case_id)
         if refused is not None:
             return refused
         page = f"/cases/{case_id}"
@@ -493,16 +494,14 @@ async def reassign(request: Request, case_id: str,
             body = AssignCoordinator(coordinator_id=coordinator_id, override=override)
         except ValidationError:
             return _back(page, error="Choose a coordinator.")
-        cmd = await get_commands(caller=Caller(user_id=user.id, session=session), session=session,
+        cmd = await get_commands(caller=Caller(request=request, session=session), session=session,
                                  client=client, engine=request.app.state.engine,
                                  settings=_settings(request), idempotency_key=None)
         try:
             result = await assign_coordinator(case_id, body, cmd)
         except HTTPException as error:
-            await asyncio.to_thread(_audit, request, user.id, case_id if _valid_case_id(case_id) else None,
-                                    error.status_code)
+            request.state.audit_outcome = error.status_code  # the command's, not the redirect's
             return _back(page, error=str(error.detail))
-        await asyncio.to_thread(_audit, request, user.id, case_id, 200)
         name = _staff_names(Session(request.app.state.engine)).get(result["coordinator_id"], coordinator_id)
         return _back(page, ok=f"{name} is now the coordinator.")
     finally:
@@ -516,7 +515,7 @@ async def nudge(request: Request, case_id: str,
                 kind: Annotated[str, Form(max_length=64)] = "") -> Response:
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
-        refused = _manager_or_error(request, user)
+        refused = _manager_or_error(request, user, case_id)
         if refused is not None:
             return refused
         if not _valid_case_id(case_id) or session.get(CaseRow, case_id) is None:
@@ -543,7 +542,6 @@ async def nudge(request: Request, case_id: str,
             row = session.get(StuckNudgeRow, nudge_id)
             row.notification_id = notification
             session.commit()
-    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
     where = "in-app notification sent" if notification else "recorded"
     return _back(f"/cases/{case_id}", ok=f"Nudge to {recipient_id} {where}.")
 
@@ -556,7 +554,7 @@ async def acknowledge(request: Request, case_id: str,
     await _index(request)
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
-        refused = _manager_or_error(request, user)
+        refused = _manager_or_error(request, user, case_id)
         if refused is not None:
             return refused
         if not _valid_case_id(case_id):
@@ -573,7 +571,6 @@ async def acknowledge(request: Request, case_id: str,
             return _back(f"/cases/{case_id}", ok=f"'{kind}' was already acknowledged.")
     await asyncio.to_thread(watch.acknowledge, request.app.state.engine, case_id, kind, match["since"],
                             user.id, note.strip())
-    await asyncio.to_thread(_audit, request, user.id, case_id, 200)
     return _back(f"/cases/{case_id}", ok=f"'{kind}' acknowledged.")
 
 
@@ -599,6 +596,8 @@ def reports_index(request: Request) -> Response:
         user = current_user(request, session)
         if user is None:
             return _login_redirect(request)
+        if not may_read_reports(_actor(user)):
+            return _error(request, user, 403, "Managers only", "The monthly reports are for managers.")
         t = MonthlyReportRow.__table__
         rows = session.execute(select(t.c.month, t.c.generated_at, t.c.generated_by,
                                       t.c.pdf.is_not(None).label("has_pdf")).order_by(t.c.month.desc())).all()
@@ -613,12 +612,30 @@ def reports_go(month: str = "") -> Response:
     return RedirectResponse(f"/reports/{quote(month[:7])}", status_code=303)
 
 
+def _scoped_report(engine, month: str, country: str, scope) -> dict:
+    """The month's figures over the cases in `scope` only (a manager's unit), never stored:
+    the stored report is the whole municipality's."""
+    timezone = reports.TIMEZONES.get(country.upper(), "Europe/Copenhagen")
+    _, end = reports.month_bounds(month, timezone)
+    t = CaseRow.__table__
+    with Session(engine) as session:
+        query = (select(t.c.document).where(t.c.created_at < end, scope_clause(scope))
+                 .execution_options(yield_per=200))
+        states = (CaseState.model_validate(doc) for doc in session.execute(query).scalars())
+        return reports.compute_report(states, month, timezone=timezone, now=datetime.now(UTC),
+                                      country=country.upper())
+
+
 async def _report(request: Request, month: str, user: StaffRow,
                   force: bool = False) -> MonthlyReportRow | dict:
     """The stored report of a finished month (computed and stored if missing), or, for the
-    running month, the figures so far (not stored)."""
+    running month, the figures so far (not stored). A reader whose report scope is not the
+    whole municipality (a manager) gets their unit's figures, computed now."""
     engine = request.app.state.engine
     country = _settings(request).country
+    scope = report_scope(_actor(user))
+    if not scope.everything:
+        return await asyncio.to_thread(_scoped_report, engine, month, country, scope)
     if not force:
         with Session(engine) as session:
             row = session.get(MonthlyReportRow, month)
@@ -640,7 +657,7 @@ def _report_reader(request: Request, month: str) -> tuple[object, Response | Non
     if _month_or_none(month) is None:
         return user, _error(request, user, 404, "No such month",
                             "Months are written yyyy-mm, e.g. 2026-11.")
-    if not dashboard.sees_everything(_actor(user)):
+    if not may_read_reports(_actor(user)):
         return user, _error(request, user, 403, "Managers only",
                             "The monthly report is for managers.")
     return user, None
@@ -657,7 +674,8 @@ async def report_page(request: Request, month: str) -> Response:
     return render(request, "report_page.html.j2", user=user, nav="reports", r=data,
                   prev=_shift(month, -1), next=_shift(month, 1), has_pdf=stored and found.pdf is not None,
                   stored_at=found.generated_at if stored else None,
-                  stored_by=found.generated_by if stored else None, manager=is_manager(_actor(user)))
+                  stored_by=found.generated_by if stored else None,
+                  manager=report_scope(_actor(user)).everything)
 
 
 @router.post("/reports/{month}")

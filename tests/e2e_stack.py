@@ -16,10 +16,16 @@ from launcher import EmbeddedTemporal, free_port, spawn, stop_process
 from models.db import migrate
 from settings import Settings
 
+ADMIN_PASSWORD = "stack admin password"  # noqa: S105 - a test stack's bootstrap admin
+
 
 @dataclass
 class Stack:
     data_dir: Path
+    # "local" (passwords and tokens, as `make run`), or "trusted-header": X-User from 127.0.0.1
+    # is the identity — chosen on purpose by tests about something other than identity.
+    auth: str = "local"
+    tokens: dict[str, str] = field(default_factory=dict)  # staff id -> personal API token
     temporal: EmbeddedTemporal = field(init=False)
     api_port: int = field(default_factory=free_port)
     worker_proc: object = None
@@ -37,6 +43,8 @@ class Stack:
             ONEFAMILY_API_PORT=str(self.api_port),
             TEMPORAL_ADDRESS=self.temporal.target,
             TEMPORAL_NAMESPACE=self.temporal.namespace,
+            ONEFAMILY_AUTH=self.auth,
+            ONEFAMILY_ADMIN_PASSWORD=ADMIN_PASSWORD,
         )
         env.pop("DATABASE_URL", None)
         return env
@@ -64,7 +72,7 @@ class Stack:
         log = self._log("api")
         self.api_proc = spawn(
             [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-             "--port", str(self.api_port)],
+             "--port", str(self.api_port), "--no-access-log"],
             env=self.env, stdout=log, stderr=log,
         )
         await self.wait_ready()
@@ -89,6 +97,13 @@ class Stack:
                     pass
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"API not ready; see {self.data_dir}/api.log")
+
+    async def token(self, staff_id: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        """A personal API token (local mode), as a script would get one."""
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            answer = await client.post("/api/v1/auth/tokens", auth=(staff_id, password))
+            answer.raise_for_status()
+            return answer.json()["token"]
 
     def stop(self) -> None:
         for proc in (self.api_proc, self.worker_proc, self.documents_proc):

@@ -80,6 +80,11 @@ def ctx(who: Actor, now: datetime = NOW, policy: Policy = DK) -> Ctx:
 
 # The staff the end-to-end tests register: two coordinators, a team member, a manager and the
 # visitation committee.
+def password_of(staff_id: str) -> str:
+    """Test staff sign in with this password (local mode)."""
+    return f"{staff_id}'s test password"
+
+
 STAFF: list[dict[str, Any]] = [
     {"id": "anna", "name": "Anna Berg", "discipline": "social_worker",
      "department": "children_disability", "roles": ["coordinator"]},

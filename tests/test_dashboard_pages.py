@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e_stack import Stack
-from tests.factories import STAFF, case_create_body
+from tests.factories import STAFF, case_create_body, password_of
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -39,16 +39,21 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             mp.setenv("ONEFAMILY_STUCK_CHECK_SECONDS", "1")
             mp.setenv("ONEFAMILY_STUCK_INDEX_SECONDS", "1")
             await s.start()
-        async with httpx.AsyncClient(base_url=s.base_url, headers={"X-User": "admin"}) as c:
+        admin = await s.token()
+        async with httpx.AsyncClient(base_url=s.base_url,
+                                     headers={"Authorization": f"Bearer {admin}"}) as c:
             for person in STAFF:
-                assert (await c.post("/api/v1/staff", json=person)).status_code == 201
+                body = {**person, "password": password_of(person["id"])}
+                assert (await c.post("/api/v1/staff", json=body)).status_code == 201
+        s.tokens = {p["id"]: await s.token(p["id"], password_of(p["id"])) for p in STAFF}
         yield s
     finally:
         s.stop()
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", headers={"X-User": user}, timeout=60)
+    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
+                             headers={"Authorization": f"Bearer {stack.tokens[user]}"})
 
 
 async def seed(stack: Stack) -> dict[str, str]:
@@ -105,6 +110,7 @@ async def test_a_manager_finds_the_stuck_case_and_reassigns_through_the_pages(st
             await page.goto(stack.base_url + "/")
             assert "/login" in page.url
             await page.fill("#staff_id", "mia")
+            await page.fill("#password", password_of("mia"))
             await page.click("button[type=submit]")
             await page.wait_for_url(stack.base_url + "/")
 

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import pypdf
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
@@ -34,6 +33,7 @@ from models.db import get_engine
 from models.messaging import DocumentKind, DocumentRequest
 from models.tables import StaffRow
 from models.tables_outbox import DocumentRow
+from tests.apps import router_client
 from tests.factories import NOW, actor, case_create, ctx
 
 CASE = "3f2c9a1e-1111-4222-8333-444455556666"
@@ -310,10 +310,7 @@ def test_context_is_json_safe_and_deterministic(case) -> None:
 
 
 def api(engine, settings) -> TestClient:
-    app = FastAPI()
-    app.state.engine, app.state.settings = engine, settings
-    app.include_router(documents_api.router)
-    return TestClient(app)
+    return router_client(engine, settings, documents_api.router)
 
 
 def test_documents_api(case, engine, settings) -> None:

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from temporalio import activity, workflow
@@ -49,6 +48,7 @@ from models.messaging import (
 )
 from models.tables import StaffRow
 from models.tables_outbox import NotificationRow
+from tests.apps import router_client
 from tests.factories import NOW, actor, case_create, ctx
 from tests.messaging_fakes import SmsGateway, SmtpServer
 
@@ -585,10 +585,7 @@ def test_a_missing_variable_is_a_non_retryable_template_error(engine, settings, 
 
 
 def api_client(engine, settings) -> TestClient:
-    app = FastAPI()
-    app.state.engine, app.state.settings = engine, settings
-    app.include_router(notifications_api.router)
-    return TestClient(app)
+    return router_client(engine, settings, notifications_api.router)
 
 
 def test_outbox_api_lists_what_was_sent_with_need_to_know(engine, settings, smtp, gateway) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_stack import Stack
+from tests.e2e_stack import ADMIN_PASSWORD, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "walkthrough.sh"
@@ -27,7 +27,7 @@ async def test_walkthrough_script_runs(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "data")
     try:
         await stack.start()
-        env = dict(os.environ, API=stack.base_url + "/api/v1")
+        env = dict(os.environ, API=stack.base_url + "/api/v1", ADMIN_PASSWORD=ADMIN_PASSWORD)
         proc = await asyncio.create_subprocess_exec(
             "bash", str(SCRIPT), env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
