@@ -53,8 +53,9 @@ log = logging.getLogger("onefamily.auth")
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 TOKENS_PATH = "/api/v1/auth/tokens"
-# Forms that carry credentials of their own (a password, a one-time link): no session needed.
-CSRF_EXEMPT = {"/login", "/set-password"}
+# Forms that carry credentials of their own (a password, a one-time link), and the codec's
+# decode (changes nothing; only the Temporal UI's origin may read its answer, by CORS).
+CSRF_EXEMPT = {"/login", "/set-password", "/codec/decode"}
 NEED_CREDENTIALS = ("Log in, or send Authorization: Bearer <token> "
                     "(a personal API token from POST /api/v1/auth/tokens).")
 

@@ -46,7 +46,7 @@ from temporalio.worker import Worker
 from bench.baseline import CounterWorkflow
 from models.case import Actor, CaseState
 from models.commands import CommandInput
-from tests.e2e_stack import Stack
+from tests.e2e_stack import ADMIN_PASSWORD, Stack
 from tests.factories import case_create_body
 from workflows.client import connect
 
@@ -168,11 +168,15 @@ class Api:
     def __init__(self, http: httpx.AsyncClient, results: Results) -> None:
         self.http = http
         self.results = results
+        self.tokens: dict[str, str] = {}  # staff id -> personal API token
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     async def call(self, method: str, path: str, user: str, body: dict | None = None,
                    *, expect: int = 200) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        r = await self.http.request(method, path, json=body, headers={"X-User": user})
+        r = await self.http.request(method, path, json=body, headers=self.auth(user))
         took = time.perf_counter() - t0
         if r.status_code != expect:
             self.results.errors.append(f"{method} {path} as {user}: {r.status_code} {r.text[:300]}")
@@ -233,7 +237,7 @@ class Api:
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            r = await self.http.get("/cases", params={"limit": 500}, headers={"X-User": "admin"})
+            r = await self.http.get("/cases", params={"limit": 500}, headers=self.auth("admin"))
             page = r.json()
             snapshot = (page["total"], sum(i["version"] for i in page["items"]))
             if snapshot == last:
@@ -256,8 +260,22 @@ async def register_staff(api: Api, coordinators: list[str]) -> None:
          "department": "children_disability", "roles": ["coordinator"]}
         for cid in coordinators
     ]  # fmt: skip
+    api.tokens["admin"] = await login(api, "admin", ADMIN_PASSWORD)
     for person in people:
-        await api.call("POST", "/staff", "admin", person, expect=201)
+        await api.call("POST", "/staff", "admin", {**person, "password": PASSWORD}, expect=201)
+        api.tokens[person["id"]] = await login(api, person["id"], PASSWORD)
+
+
+PASSWORD = "bench staff password"  # noqa: S105
+
+
+async def login(api: Api, user: str, password: str) -> str:
+    """A personal API token, as a script gets one (HTTP Basic: one argon2id check)."""
+    t0 = time.perf_counter()
+    r = await api.http.post("/auth/tokens", auth=(user, password))
+    api.results.breakdown["POST /auth/tokens (HTTP Basic, argon2id)"].append(time.perf_counter() - t0)
+    r.raise_for_status()
+    return r.json()["token"]
 
 
 async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> None:
@@ -384,7 +402,7 @@ async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> N
         at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
         t0 = time.perf_counter()
         responses = await asyncio.gather(*(
-            http.post(f"/cases/{cid}/contacts", headers={"X-User": who},
+            http.post(f"/cases/{cid}/contacts", headers=api.auth(who),
                       json={"kind": "phone", "at": at, "notes": f"call {k}"})
             for k in range(ONE_CASE_COMMANDS)))
         results.one_case_wall = time.perf_counter() - t0
@@ -416,6 +434,8 @@ async def breakdown(stack: Stack, api: Api, who: str, out: dict[str, list[float]
                    "notes": f"call {k}"}
         await timed("GET /healthz (HTTP floor)", lambda: api.http.get(
             stack.base_url + "/healthz"))
+        await timed("GET /auth/session (HTTP floor + token auth)", lambda: api.http.get(
+            "/auth/session", headers=api.auth(who)))
         await timed("POST /cases/{id}/contacts (HTTP)", lambda c=contact: api.call(
             "POST", f"/cases/{cid}/contacts", who, c))
         await timed("execute_update record_contact (direct)", lambda c=contact: handle.execute_update(
@@ -495,6 +515,14 @@ def report(r: Results) -> None:
           f"on the case, wall {r.one_case_wall * 1000:.0f} ms  {verdict(ok)}")
     if r.one_case_ok != ONE_CASE_COMMANDS:
         print(f"  statuses: {r.one_case_statuses}")
+
+    floor = r.breakdown.get("GET /healthz (HTTP floor)")
+    authed = r.breakdown.get("GET /auth/session (HTTP floor + token auth)")
+    if floor and authed:
+        cost = pct(authed, 50) - pct(floor, 50)
+        print(f"\nAuthentication per request (bearer token: one indexed SELECT, a SHA-256): "
+              f"{ms(cost)} ms p50 (= {ms(pct(authed, 50))} - {ms(pct(floor, 50))} ms), "
+              f"{cost / pct(r.bare_seq, 50):.2f}x of a bare execute_update p50")
 
     if r.breakdown:
         print(f"\nWhere the time goes: one case, sequential, {BREAKDOWN_ROUNDS} rounds interleaved "
