@@ -298,3 +298,21 @@ def test_401_before_413_before_422(api: TestClient) -> None:
     too_big = api.post("/api/v1/cases", content=huge, headers={**headers, **bearer(token)})
     assert too_big.status_code == 413 and "bytes" in too_big.json()["detail"]
     assert api.post("/api/v1/cases", content=b"{", headers={**headers, **bearer(token)}).status_code == 422
+
+
+def test_staff_cache_is_bounded(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 distinct 16 KB X-User values once grew the API by 300 MB."""
+    from sqlmodel import Session
+
+    from api import deps
+
+    monkeypatch.setattr(deps, "STAFF_CACHE_MAX", 100)
+    deps.forget_staff()
+    for k in range(300):
+        assert api.get("/api/v1/staff", headers={"X-User": f"{k:05d}" + "x" * 16_000}).status_code == 401
+    assert len(deps._staff_cache) == 0  # X-User is not looked up outside trusted-header mode
+    with Session(api.app.state.engine) as session:
+        for k in range(300):
+            deps.lookup_staff(session, f"nobody-{k}")
+        deps.lookup_staff(session, "y" * 16_000)
+    assert len(deps._staff_cache) == 100
