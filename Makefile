@@ -5,18 +5,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dashboard install sysdeps clean distclean
+.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps clean distclean
 
 run: install
 	$(PY) -m launcher
 
-test: install sysdeps
+test: install sysdeps oidcdeps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 # Chromium (browser tests) and Pango (PDF documents) from Debian, only when missing.
 sysdeps:
 	@bash scripts/system-deps.sh
+
+# The real OpenID provider of the OIDC tests (npm `oidc-provider`, tests/oidc), only when missing.
+oidcdeps:
+	@bash scripts/oidc-deps.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -158,10 +158,13 @@ def resolve(engine, settings: Settings, headers: dict[str, str], cookies: dict[s
 
 
 def _oidc(session: Session, settings: Settings, token: str) -> Resolution:
-    from api.oidc import OidcError, get_verifier  # only in oidc mode
+    from api.oidc import OidcError, OidcUnavailable, get_verifier  # only in oidc mode
 
     try:
         staff_id = get_verifier(settings).verify_access_token(token)
+    except OidcUnavailable:
+        return Resolution(error="The municipality's login service cannot be reached; try again "
+                                "shortly.", status=503)
     except OidcError:
         return Resolution(error="The access token is not valid for this service.")
     staff = session.get(StaffRow, staff_id) if 0 < len(staff_id) <= 64 else None
@@ -223,6 +226,9 @@ class AuthMiddleware:
             await _reply(send, 429, res.error or "Too many attempts.",
                          {"Retry-After": str(res.retry_after or 60)})
             return
+        if res.status == 503:
+            await _reply(send, 503, res.error or "Try again shortly.", {"Retry-After": "5"})
+            return
         if res.principal is None and _needs_credentials(path, method):
             await _reply(send, 401, res.error or NEED_CREDENTIALS, {"WWW-Authenticate": "Bearer"})
             return
@@ -248,7 +254,8 @@ class AuthMiddleware:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
-            if res.via == "session" and path not in CSRF_EXEMPT and not _csrf_ok(headers, body, res.csrf_token):
+            ambient = res.via == "session" and path not in CSRF_EXEMPT
+            if ambient and not _csrf_ok(headers, body, res.csrf_token):
                 await _reply(send, 403, "The security token (CSRF) of this form or request is "
                                         "missing or stale; reload the page and try again.")
                 return

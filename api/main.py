@@ -22,6 +22,7 @@ from api import (
     login,
     metrics,
     notifications,
+    oidc,
     pages,
     policy,
     staff,
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 bootstrap_admin_password(session, settings.data_dir, settings.admin_password)
             policy.load_policy_file(session, settings)
         log_mode(settings)
+        if settings.auth == "oidc":
+            oidc.get_verifier(settings)  # a missing issuer or client id stops the start here
         app.state.temporal = None
         connecting = asyncio.create_task(_connect_forever(app, settings))
         try:
@@ -89,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.CommandLatencyMiddleware)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(HardeningMiddleware, settings=settings)  # Host, headers, access log
-    for router in (auth.router, login.router, staff.router, cases.router, committee.router,
+    for router in (auth.router, login.router, oidc.router, staff.router, cases.router, committee.router,
                    dashboard.router, policy.router, codec.router, pages.router, metrics.router,
                    documents.router, notifications.router):
         app.include_router(router)
