@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from api import (
+    audit,
     auth,
     cases,
     codec,
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.CommandLatencyMiddleware)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(HardeningMiddleware, settings=settings)  # Host, headers, access log
-    for router in (auth.router, login.router, oidc.router, staff.router, cases.router, committee.router,
+    for router in (audit.router, auth.router, login.router, oidc.router, staff.router, cases.router, committee.router,
                    dashboard.router, policy.router, codec.router, pages.router, metrics.router,
                    documents.router, notifications.router):
         app.include_router(router)

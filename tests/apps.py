@@ -15,6 +15,7 @@ from settings import Settings
 def router_client(engine: Engine, settings: Settings, *routers: APIRouter) -> TestClient:
     app = FastAPI()
     app.state.engine = engine
+    app.state.temporal = None
     app.state.settings = settings.model_copy(update={"auth": "trusted-header"})
     app.add_middleware(AuthMiddleware)
     for router in routers:

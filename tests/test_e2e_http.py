@@ -29,7 +29,7 @@ PLAN = {
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack(Path(tmp_path_factory.mktemp("e2e")) / "data")
+    s = Stack(Path(tmp_path_factory.mktemp("e2e")) / "data", auth="trusted-header")
     try:
         await s.start()
         async with httpx.AsyncClient(base_url=s.base_url, headers={"X-User": "admin"}) as c:
@@ -267,7 +267,7 @@ async def test_reads_and_writes_are_audited(stack: Stack) -> None:
         assert (await admin.get(f"/cases/{cid}")).status_code == 200
     with Session(get_engine(stack.settings.db_url)) as session:
         rows = session.exec(select(AuditRow).where(AuditRow.case_id == cid)).all()
-    assert [(r.actor, r.method, r.status) for r in rows] == [("admin", "GET", 200)]
+    assert [(r.actor, r.method, r.outcome) for r in rows] == [("admin", "GET", 200)]
 
 
 async def test_backdated_referral_is_overdue_and_stuck_within_seconds(stack: Stack) -> None:

@@ -9,8 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from temporalio.worker import Worker
 
@@ -26,6 +24,7 @@ from models.commands import CommandInput
 from models.db import get_engine
 from models.tables_reporting import MonthlyReportRow, StuckKindCountRow
 from settings import Settings
+from tests.apps import router_client
 from workflows.report import MonthlyReportWorkflow, ReportInput, month_before
 
 NOW = datetime.now(UTC)
@@ -185,13 +184,10 @@ def test_month_before() -> None:
 def test_metrics_and_pages_answer_over_the_read_model(engine, settings: Settings) -> None:
     late = build_case(Stage.referred, NOW - 40 * DAY)
     project(engine, late)
-    app = FastAPI()
-    app.state.settings, app.state.engine, app.state.temporal = settings, engine, None
-    for router in (dashboard.router, pages.router, metrics.router):
-        app.include_router(router)
-    app.add_middleware(metrics.CommandLatencyMiddleware)
+    http = router_client(engine, settings, dashboard.router, pages.router, metrics.router)
+    http.app.add_middleware(metrics.CommandLatencyMiddleware)
     metrics.observe_command("POST /api/v1/cases/{case_id}/coordinator", 0.02, 200)
-    with TestClient(app) as client:
+    with http as client:
         body = client.get("/metrics").text
         assert 'onefamily_open_cases{stage="referred"} 1.0' in body
         assert 'onefamily_overdue_deadlines{kind="first_contact"} 1.0' in body
