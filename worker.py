@@ -22,12 +22,14 @@ from activities.documents import DocumentActivities
 from activities.notifications import NotificationActivities
 from activities.projection import ProjectionActivities
 from activities.report import ReportActivities
-from models.db import get_engine, migrate
+from domain import command_seal
+from models.db import get_engine, init_read_model, migrate, private_data_dir
 from settings import Settings, get_settings
 from workflows.case import FamilyCaseWorkflow
 from workflows.client import connect
 from workflows.committee import VisitationCommitteeWorkflow
 from workflows.report import MonthlyReportWorkflow, ensure_report_schedule
+from workflows.sealing import seal_keyring
 
 WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow]
 
@@ -39,6 +41,9 @@ SANDBOX = SandboxedWorkflowRunner(
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
+    # The keys the workflows verify command seals with (DESIGN §9): workflow code does no I/O,
+    # so they wait in a module passed through the sandbox. One keyring per process.
+    command_seal.install(seal_keyring(settings))
     engine = get_engine(settings.db_url)
     projection = ProjectionActivities(engine)
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
@@ -79,6 +84,7 @@ def build_document_worker(client: Client, settings: Settings, executor: ThreadPo
 def build_workers(
     client: Client, settings: Settings, executor: ThreadPoolExecutor, role: str = "all"
 ) -> list[Worker]:
+    init_read_model(settings)  # sealed read-model columns use these settings' keys (DESIGN §9)
     workers = []
     if role in ("all", "cases"):
         workers.append(build_worker(client, settings, executor))
@@ -94,6 +100,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations ran in the launcher
     settings = get_settings()
+    private_data_dir(settings.data_dir)  # umask 077; the data dir 0700, its files 0600
     migrate(settings.db_url)
     client = await connect(settings)
     if role != "documents":

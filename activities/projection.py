@@ -11,11 +11,20 @@ from temporalio import activity
 
 from domain import deadlines as dl
 from domain.access import DEFAULT_UNIT
+from models import sealed
 from models.case import CaseState, Stage
 from models.tables import CasePersonRow, CaseRow, CommitteeItemRow, StaffRow
 
 
 def person_key(name: str, birth_date: object) -> str:
+    """What `case_persons.person_key` stores: a keyed hash of "name|birthdate" (the name
+    normalised as for `q`), never the name itself (DESIGN §9 "Files at rest")."""
+    return sealed.person_hashes(name, birth_date)[0]
+
+
+def legacy_person_key(name: str, birth_date: object) -> str:
+    """The plaintext key of rows projected before hashing: matched until the case is projected
+    again, so an existing data dir keeps flagging duplicates."""
     return f"{' '.join(name.lower().split())}|{birth_date or ''}"
 
 
@@ -30,7 +39,7 @@ def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRo
         coordinator_id=state.coordinator_id,
         unit=unit or state.unit or DEFAULT_UNIT,
         family_name=state.family.name,
-        search_text=" ".join(names).lower(),
+        search_text=sealed.name_hashes(names),
         team_text="," + ",".join(state.team_ids) + ",",
         received_at=state.referral.received_at,
         created_at=state.created_at,
@@ -113,5 +122,5 @@ class ProjectionActivities:
 
 
 def open_case_ids_for_person(session: Session, name: str, birth_date: object) -> list[str]:
-    key = person_key(name, birth_date)
-    return list(session.exec(select(CasePersonRow.case_id).where(CasePersonRow.person_key == key)))
+    keys = [*sealed.person_hashes(name, birth_date), legacy_person_key(name, birth_date)]
+    return list(session.exec(select(CasePersonRow.case_id).where(CasePersonRow.person_key.in_(keys))))

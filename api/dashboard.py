@@ -6,8 +6,9 @@ the committee queue, caseload against the cap, joint funding. Queries over the r
 JSON: `GET /api/v1/dashboard/stuck` (filters `stage`, `coordinator_id`, `reason` — a kind such
 as `overdue:assessment`, or `overdue` for any overdue deadline —, `sort` = age / newest /
 stage / coordinator / reasons, `include_acknowledged`, `limit`, `offset`) and
-`GET /api/v1/dashboard/caseload`. Managers, admins and the committee see every case; anyone
-else sees the cases they coordinate or are on the team of.
+`GET /api/v1/dashboard/caseload`. Every list and count is filtered by the one access policy
+(`domain.access.case_scope`, as SQL by `api.scope`): a manager sees their unit, a coordinator
+their cases, nobody counts what they may not read. A `scope` of None means every case.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import and_, case, false, func, or_, select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -27,7 +28,15 @@ from api import watch
 from api.deps import Caller, get_caller, get_engine_dep, get_session, get_settings_dep
 from api.policy import latest_policy
 from api.readmodel import coordinators, open_caseloads
-from domain.lifecycle import is_manager
+from api.scope import contains_exactly, scoped_case_ids
+from domain.access import (
+    CaseScope,
+    case_scope,
+    committee_scope,
+    may_read_caseload,
+    may_read_committee,
+    report_scope,
+)
 from domain.stuck import OVERDUE_PREFIX
 from models.case import Actor, Stage
 from models.tables import CaseRow, CommitteeItemRow
@@ -57,19 +66,11 @@ Sort = Literal["age", "newest", "stage", "coordinator", "reasons"]
 CaseSort = Literal["age", "received", "newest", "stage", "coordinator", "due"]
 
 
-def sees_everything(actor: Actor) -> bool:
-    return is_manager(actor) or "committee" in actor.roles
-
-
-def visible_to(actor: Actor) -> str | None:
-    """None: every case; otherwise only the cases this staff member works on."""
-    return None if sees_everything(actor) else actor.id
-
-
-def _visible_case_ids(me: str):
-    return select(CASES.c.id).where(
-        or_(CASES.c.coordinator_id == me, CASES.c.team_text.contains(f",{me},"))
-    )
+def _scoped(scope: CaseScope | None):
+    """None for every case (no filter), else the SELECT of the ids in scope."""
+    if scope is None or scope.everything:
+        return None
+    return scoped_case_ids(scope)
 
 
 def _stage_rank(column):
@@ -87,9 +88,12 @@ def _kind_matches(column, reason: str):
 
 def stuck_list(session: Session, now: datetime, *, stage: str | None = None,
                coordinator_id: str | None = None, reason: str | None = None, sort: Sort = "age",
-               include_acknowledged: bool = True, me: str | None = None,
-               limit: int = 50, offset: int = 0) -> dict:
-    """Stuck cases, a page at a time, from the `stuck_cases` summary (kept by api.watch)."""
+               include_acknowledged: bool = True, scope: CaseScope | None = None,
+               me: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+    """Stuck cases, a page at a time, from the `stuck_cases` summary (kept by api.watch), of
+    the cases in `scope`; `me`: only the cases this staff member coordinates or is on."""
+    if me is not None:
+        scope = CaseScope(staff_id=me)
     oldest = STUCK.c.oldest if include_acknowledged else STUCK.c.open_oldest
     kinds = STUCK.c.kinds if include_acknowledged else STUCK.c.open_kinds
     count = STUCK.c.reasons if include_acknowledged else STUCK.c.open_reasons
@@ -99,11 +103,12 @@ def stuck_list(session: Session, now: datetime, *, stage: str | None = None,
         conditions.append(STUCK.c.stage == stage)
     if coordinator_id:
         conditions.append(STUCK.c.coordinator_id == coordinator_id)
-    if reason:
-        pattern = f"%,{OVERDUE_PREFIX}%" if reason == "overdue" else f"%,{reason},%"
-        conditions.append(kinds.like(pattern))
-    if me is not None:
-        conditions.append(STUCK.c.case_id.in_(_visible_case_ids(me)))
+    if reason == "overdue":
+        conditions.append(kinds.like(f"%,{OVERDUE_PREFIX}%"))
+    elif reason:  # a kind, matched exactly (never as a LIKE pattern)
+        conditions.append(contains_exactly(kinds, f",{reason},"))
+    if (ids := _scoped(scope)) is not None:
+        conditions.append(STUCK.c.case_id.in_(ids))
     total = session.execute(select(func.count()).select_from(STUCK).where(*conditions)).scalar_one()
     order = {
         "age": [oldest, STUCK.c.case_id],
@@ -167,59 +172,63 @@ def case_reasons(session: Session, now: datetime, case_id: str) -> list[dict]:
     return _reason_details(session, [case_id]).get(case_id, [])
 
 
-def stuck_counts(session: Session, me: str | None = None) -> dict[str, int]:
-    """Stuck cases per reason kind (a case counts once per kind)."""
-    if me is None:
+def stuck_counts(session: Session, scope: CaseScope | None = None) -> dict[str, int]:
+    """Stuck cases per reason kind (a case counts once per kind), of the cases in `scope`."""
+    ids = _scoped(scope)
+    if ids is None:
         rows = session.execute(select(KIND_COUNTS.c.kind, KIND_COUNTS.c.cases)
                                .where(KIND_COUNTS.c.cases > 0).order_by(KIND_COUNTS.c.kind)).all()
         return dict(rows)
     counts: dict[str, int] = {}
-    visible = select(STUCK.c.kinds).where(STUCK.c.case_id.in_(_visible_case_ids(me)))
+    visible = select(STUCK.c.kinds).where(STUCK.c.case_id.in_(ids))
     for kinds in session.execute(visible).scalars():
         for kind in filter(None, kinds.split(",")):
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
 
 
-def overdue_by_kind(session: Session, counts: dict[str, int], me: str | None = None) -> list[dict]:
+def overdue_by_kind(session: Session, counts: dict[str, int],
+                    scope: CaseScope | None = None) -> list[dict]:
     """Overdue deadlines per kind: on how many cases, and since when (the oldest)."""
     out = []
+    ids = _scoped(scope)
     for kind, cases in counts.items():
         if not kind.startswith(OVERDUE_PREFIX):
             continue
         query = select(func.min(WATCH.c.since)).where(WATCH.c.fired == true(), WATCH.c.kind == kind)
-        if me is not None:
-            query = query.where(WATCH.c.case_id.in_(_visible_case_ids(me)))
+        if ids is not None:
+            query = query.where(WATCH.c.case_id.in_(ids))
         out.append({"kind": kind, "deadline": kind.removeprefix(OVERDUE_PREFIX), "cases": cases,
                     "oldest": session.execute(query).scalar()})
     return sorted(out, key=lambda d: (-d["cases"], d["kind"]))
 
 
-def cases_with_overdue(session: Session, me: str | None = None) -> int:
+def cases_with_overdue(session: Session, scope: CaseScope | None = None) -> int:
     query = select(func.count()).select_from(STUCK).where(STUCK.c.kinds.like(f"%,{OVERDUE_PREFIX}%"))
-    if me is not None:
-        query = query.where(STUCK.c.case_id.in_(_visible_case_ids(me)))
+    if (ids := _scoped(scope)) is not None:
+        query = query.where(STUCK.c.case_id.in_(ids))
     return session.execute(query).scalar_one()
 
 
 # ---------------------------------------------------------------- overview figures
 
 
-def open_by_stage(session: Session, me: str | None = None) -> list[dict]:
+def open_by_stage(session: Session, scope: CaseScope | None = None) -> list[dict]:
     query = select(CASES.c.stage, func.count()).where(CASES.c.stage != Stage.closed.value)
-    if me is not None:
-        query = query.where(CASES.c.id.in_(_visible_case_ids(me)))
+    if (ids := _scoped(scope)) is not None:
+        query = query.where(CASES.c.id.in_(ids))
     counts = dict(session.execute(query.group_by(CASES.c.stage)).all())
     return [{"stage": s, "count": counts.get(s, 0)} for s in STAGE_ORDER if s != Stage.closed.value]
 
 
-def committee_queue(session: Session, now: datetime, limit: int = 20, me: str | None = None) -> dict:
+def committee_queue(session: Session, now: datetime, limit: int = 20,
+                    scope: CaseScope | None = None) -> dict:
     query = select(ITEMS.c.id, ITEMS.c.case_id, ITEMS.c.plan_version, ITEMS.c.reasons,
                    ITEMS.c.escalated_at, ITEMS.c.meeting_at).where(ITEMS.c.status == "waiting")
     count = select(func.count()).select_from(ITEMS).where(ITEMS.c.status == "waiting")
-    if me is not None:
-        query = query.where(ITEMS.c.case_id.in_(_visible_case_ids(me)))
-        count = count.where(ITEMS.c.case_id.in_(_visible_case_ids(me)))
+    if (ids := _scoped(scope)) is not None:
+        query = query.where(ITEMS.c.case_id.in_(ids))
+        count = count.where(ITEMS.c.case_id.in_(ids))
     rows = session.execute(query.order_by(ITEMS.c.escalated_at).limit(limit)).all()
     names = dict(session.execute(select(CASES.c.id, CASES.c.family_name)
                                  .where(CASES.c.id.in_([r.case_id for r in rows]))).all())
@@ -229,10 +238,13 @@ def committee_queue(session: Session, now: datetime, limit: int = 20, me: str | 
     return {"items": items, "total": session.execute(count).scalar_one()}
 
 
-def caseload(session: Session, cap: int) -> list[dict]:
-    loads = open_caseloads(session)
+def caseload(session: Session, cap: int, scope: CaseScope | None = None) -> list[dict]:
+    """Open cases per coordinator against the cap: the coordinators of the units in `scope`
+    (`domain.access.report_scope`: a manager's unit; None or everything: all)."""
+    units = None if scope is None or scope.everything else scope.units
+    loads = open_caseloads(session, scope)
     out = [{"coordinator_id": s.id, "name": s.name, "open_cases": loads.get(s.id, 0), "cap": cap,
-            "at_cap": loads.get(s.id, 0) >= cap} for s in coordinators(session)]
+            "at_cap": loads.get(s.id, 0) >= cap} for s in coordinators(session, units)]
     known = {o["coordinator_id"] for o in out}
     for cid, n in loads.items():  # a coordinator who left keeps cases until reassigned
         if cid not in known:
@@ -246,7 +258,7 @@ def current_month(now: datetime, timezone: str) -> str:
 
 
 def funding_by_department(session: Session, start: datetime, end: datetime,
-                          me: str | None = None) -> dict:
+                          scope: CaseScope | None = None) -> dict:
     """Monthly amounts of the plans in force at any time in [start, end), per department."""
     in_force = and_(FUNDING.c.valid_from < end,
                     or_(FUNDING.c.valid_until.is_(None), FUNDING.c.valid_until > start))
@@ -256,8 +268,8 @@ def funding_by_department(session: Session, start: datetime, end: datetime,
         func.sum(case((FUNDING.c.joint, FUNDING.c.monthly_amount), else_=0)),
         func.count(func.distinct(FUNDING.c.case_id)),
     ).where(in_force)
-    if me is not None:
-        query = query.where(FUNDING.c.case_id.in_(_visible_case_ids(me)))
+    if (ids := _scoped(scope)) is not None:
+        query = query.where(FUNDING.c.case_id.in_(ids))
     rows = session.execute(query.group_by(FUNDING.c.department).order_by(FUNDING.c.department)).all()
     items = [{"department": d, "total": round(t or 0, 2), "joint": round(j or 0, 2), "cases": n}
              for d, t, j, n in rows]
@@ -265,25 +277,31 @@ def funding_by_department(session: Session, start: datetime, end: datetime,
             "joint": round(sum(i["joint"] for i in items), 2)}
 
 
-def overview(session: Session, now: datetime, settings: Settings, me: str | None = None) -> dict:
+def overview(session: Session, now: datetime, settings: Settings, actor: Actor) -> dict:
+    """The overview as `actor` may see it: every figure over the cases in their scope; the
+    committee queue and the caseload only for those the policy lets read them."""
+    scope = case_scope(actor)
     policy = latest_policy(session, settings.country)
     month = current_month(now, policy.timezone)
     start, end = month_bounds(month, policy.timezone)
-    stages = open_by_stage(session, me)
-    counts = stuck_counts(session, me)
+    stages = open_by_stage(session, scope)
+    counts = stuck_counts(session, scope)
+    committee = (committee_queue(session, now, scope=committee_scope(actor))
+                 if may_read_committee(actor) else {"items": [], "total": 0})
     return {
         "now": now,
         "open_total": sum(s["count"] for s in stages),
         "stages": stages,
-        "overdue": overdue_by_kind(session, counts, me),
-        "overdue_cases": cases_with_overdue(session, me),
-        "stuck": stuck_list(session, now, me=me, limit=15),
+        "overdue": overdue_by_kind(session, counts, scope),
+        "overdue_cases": cases_with_overdue(session, scope),
+        "stuck": stuck_list(session, now, scope=scope, limit=15),
         "stuck_counts": counts,
-        "committee": committee_queue(session, now, me=me),
-        "caseload": caseload(session, policy.caseload_cap) if me is None else [],
+        "committee": committee,
+        "caseload": (caseload(session, policy.caseload_cap, report_scope(actor))
+                     if may_read_caseload(actor) else []),
         "cap": policy.caseload_cap,
         "month": month,
-        "funding": funding_by_department(session, start, end, me),
+        "funding": funding_by_department(session, start, end, scope),
     }
 
 
@@ -292,8 +310,8 @@ def overview(session: Session, now: datetime, settings: Settings, me: str | None
 
 def case_list(session: Session, now: datetime, *, stage: str | None = None,
               coordinator_id: str | None = None, overdue: bool | None = None, q: str | None = None,
-              sort: CaseSort = "age", include_closed: bool = False, me: str | None = None,
-              limit: int = 50, offset: int = 0) -> dict:
+              sort: CaseSort = "age", include_closed: bool = False,
+              scope: CaseScope | None = None, limit: int = 50, offset: int = 0) -> dict:
     cols = [CASES.c.id, CASES.c.stage, CASES.c.coordinator_id, CASES.c.family_name,
             CASES.c.received_at, CASES.c.stage_since, CASES.c.next_due_at, CASES.c.blocked_what,
             CASES.c.blocked_owner, CASES.c.blocked_since, CASES.c.last_contact_at]
@@ -308,10 +326,11 @@ def case_list(session: Session, now: datetime, *, stage: str | None = None,
         query = query.where(CASES.c.next_due_at.is_not(None), CASES.c.next_due_at <= now)
     elif overdue is False:
         query = query.where(or_(CASES.c.next_due_at.is_(None), CASES.c.next_due_at > now))
-    if q:
-        query = query.where(CASES.c.search_text.contains(q.lower().strip()))
-    if me is not None:
-        query = query.where(CASES.c.id.in_(_visible_case_ids(me)))
+    if q:  # exact, on keyed hashes of the names (DESIGN §9): never a LIKE pattern
+        from models.sealed import name_match
+        query = query.where(name_match(CASES.c.search_text, q))
+    if (ids := _scoped(scope)) is not None:
+        query = query.where(CASES.c.id.in_(ids))
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     order = {
         "age": [CASES.c.stage_since, CASES.c.id],
@@ -357,8 +376,8 @@ async def stuck(
     await asyncio.to_thread(watch.catch_up, engine)
     result = await asyncio.to_thread(
         stuck_list, session, now, stage=stage.value if stage else None, coordinator_id=coordinator_id,
-        reason=reason, sort=sort, include_acknowledged=include_acknowledged, me=visible_to(actor),
-        limit=limit, offset=offset,
+        reason=reason, sort=sort, include_acknowledged=include_acknowledged,
+        scope=case_scope(actor), limit=limit, offset=offset,
     )
     items = [{"case_id": i["case_id"], "stage": i["stage"], "coordinator_id": i["coordinator_id"],
               "reasons": [_json_reason(r) for r in i["reasons"]]} for i in result["items"]]
@@ -371,7 +390,10 @@ def caseload_endpoint(
     session: Session = Depends(get_session),
     settings: Settings = Depends(get_settings_dep),
 ) -> dict:
-    caller.require()
-    items = caseload(session, latest_policy(session, settings.country).caseload_cap)
+    actor = caller.require()
+    if not may_read_caseload(actor):
+        raise HTTPException(403, "The caseload is for managers and administrators.")
+    items = caseload(session, latest_policy(session, settings.country).caseload_cap,
+                     report_scope(actor))
     return {"items": items, "total": len(items)}
 

@@ -33,7 +33,7 @@ from api.auth import AuthMiddleware, log_mode
 from api.credentials import bootstrap_admin_password
 from api.errors import validation_handler
 from api.hardening import HardeningMiddleware
-from models.db import get_engine, migrate, private_data_dir
+from models.db import get_engine, init_read_model, migrate, private_data_dir
 from settings import Settings, get_settings
 from workflows.client import connect
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         private_data_dir(settings.data_dir)  # umask 077; the data dir 0700, its files 0600
         app.state.settings = settings
         app.state.engine = get_engine(settings.db_url)
+        init_read_model(settings)  # sealed read-model columns use this data dir's keys
         await asyncio.to_thread(migrate, settings.db_url)
         with Session(app.state.engine) as session:
             staff.bootstrap_admin(session)
@@ -93,9 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(metrics.CommandLatencyMiddleware)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(HardeningMiddleware, settings=settings)  # Host, headers, access log
-    for router in (audit.router, auth.router, login.router, oidc.router, staff.router, cases.router, committee.router,
-                   dashboard.router, policy.router, codec.router, pages.router, metrics.router,
-                   documents.router, notifications.router):
+    for router in (audit.router, auth.router, login.router, oidc.router, staff.router,
+                   cases.router, committee.router, dashboard.router, policy.router,
+                   codec.router, pages.router, metrics.router, documents.router,
+                   notifications.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

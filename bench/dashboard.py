@@ -228,12 +228,13 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from api import dashboard, pages, watch
-    from models.db import get_engine, migrate
+    from models.db import get_engine, init_read_model, migrate
     from settings import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(ONEFAMILY_DATA_DIR=str(Path(tmp) / "data"))
         migrate(settings.db_url)
+        init_read_model(settings)
         engine = get_engine(settings.db_url)
         now = datetime.now(UTC)
         t0 = time.perf_counter()
@@ -246,8 +247,16 @@ def main() -> None:
         t2 = time.perf_counter()
         print(f"seeded {args.cases} open cases in {t1 - t0:.1f} s; indexed {indexed} in {t2 - t1:.1f} s")
 
+        from sqlmodel import Session
+
+        from api.auth import AuthMiddleware
+        from api.credentials import create_token
+
+        with Session(engine) as s:
+            _, token = create_token(s, "mia", "bench", 1)  # the dashboard as mia signs in
         app = FastAPI()
         app.state.settings, app.state.engine, app.state.temporal = settings, engine, None
+        app.add_middleware(AuthMiddleware)
         app.include_router(dashboard.router)
         app.include_router(pages.router, )
         with TestClient(app) as client:
@@ -267,7 +276,7 @@ def main() -> None:
             ]
             print(f"{'what':45} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
             for label, url, _ in targets:
-                headers = {"X-User": "mia"}
+                headers = {"Authorization": f"Bearer {token}"}
                 for _ in range(5):  # warm up
                     assert client.get(url, headers=headers).status_code == 200
                 samples = []

@@ -2,19 +2,22 @@
 
 `notifications` is the in-app outbox and the delivery log: one row per idempotency key,
 written BEFORE anything is sent. `subject`/`body`/`ics` hold the rendered message (personal
-data is allowed here, as in any outbox); `last_error` holds technical text only (an SMTP code,
-an HTTP status, an exception class), never an address or a name.
+data), stored sealed (models/sealed.py, DESIGN §9 "Files at rest"); `last_error` holds
+technical text only (an SMTP code, an HTTP status, an exception class), never an address or a
+name.
 
 `documents` holds every rendered document version; (case_id, kind, version, language) is
-immutable once stored.
+immutable once stored; `html` and `pdf` (names, diagnoses, plans) are stored sealed.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from models.sealed import SealedBytes, SealedText
 
 
 class NotificationRow(SQLModel, table=True):
@@ -40,9 +43,9 @@ class NotificationRow(SQLModel, table=True):
     # An attempt holds the row while it sends; a second attempt never sends concurrently.
     lease_until: datetime | None = None
     provider_ref: str | None = None  # Message-ID or the gateway's message id
-    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
-    body: str = Field(default="", sa_column=Column(Text, nullable=False))
-    ics: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    subject: str = Field(default="", sa_column=Column(SealedText("notifications.subject"), nullable=False))
+    body: str = Field(default="", sa_column=Column(SealedText("notifications.body"), nullable=False))
+    ics: str | None = Field(default=None, sa_column=Column(SealedText("notifications.ics"), nullable=True))
 
 
 class DocumentRow(SQLModel, table=True):
@@ -57,7 +60,7 @@ class DocumentRow(SQLModel, table=True):
     version: int
     language: str
     content_hash: str
-    html: str = Field(sa_column=Column(Text, nullable=False))
-    pdf: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    html: str = Field(sa_column=Column(SealedText("documents.html"), nullable=False))
+    pdf: bytes = Field(sa_column=Column(SealedBytes("documents.pdf"), nullable=False))
     created_at: datetime
     created_by: str

