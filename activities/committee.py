@@ -32,7 +32,9 @@ class CommitteeActivities:
 
     @activity.defn(name="committee_item_changed")
     async def committee_item_changed(self, item: EscalationItem, policy: Policy) -> None:
-        """Signal-with-start: the committee workflow exists from the first escalation on."""
+        """Signal-with-start: the committee workflow exists from the first escalation on.
+        The worker's client (`connect()`) seals the start and the signal; the committee
+        obeys nothing else (DESIGN §9, domain.command_seal)."""
         await self.client.start_workflow(
             VisitationCommitteeWorkflow.run,
             CommitteeState(committee_id=self.committee_id, policy=policy),

@@ -1,7 +1,8 @@
 """HTTP -> Temporal: one place that sends commands (Updates) and reads live state (Query).
 
 Temporal allows 10 Updates in flight per workflow; the API queues per case so 20 concurrent
-commands to one case all succeed instead of failing (DESIGN §7).
+commands to one case all succeed instead of failing (DESIGN §7). The client seals every
+command it sends (workflows/sealing.py, put on by `connect()`); the case refuses the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from fastapi import HTTPException
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.projection import write_case
@@ -97,6 +98,13 @@ async def live_state(client: Client, engine: Engine, case_id: str) -> CaseState:
         return await client.get_workflow_handle(workflow_id(case_id)).query(
             FamilyCaseWorkflow.case, result_type=CaseState
         )
+    except WorkflowQueryFailedError:
+        # The latest run refused its own start (not sealed by us, DESIGN §9): it is no case,
+        # though it may sit on a closed case's id. The read model knows the real one, if any.
+        stored = await asyncio.to_thread(_stored, engine, case_id)
+        if stored is not None:
+            return stored
+        raise HTTPException(404, "No such case.") from None
     except RPCError as error:
         stored = await asyncio.to_thread(_stored, engine, case_id)
         if stored is not None:

@@ -47,6 +47,9 @@ class CaseWorkflowInput(BaseModel):
     effects_done: list[str] = []
     # Continue-as-new after this many history events (Temporal suggests it at ~4k/10k too).
     max_history_events: int = 5_000
+    # The API's seal over this input (domain.command_seal): a new case starts only when it
+    # is right. A continued run carries its first run's (stale) seal; it is not checked there.
+    seal: str | None = None
 
 
 class CommandInput(BaseModel):
@@ -59,6 +62,9 @@ class CommandInput(BaseModel):
     item_id: str | None = None
     # A newer policy version, when a status meeting moves the case to it.
     policy: Policy | None = None
+    # The API's seal over this command, its case and its update id (domain.command_seal):
+    # the workflow refuses a command without a valid one.
+    seal: str | None = None
 
 
 BODY_MODELS: dict[str, type[BaseModel] | None] = {

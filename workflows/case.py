@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.document_context import NoSuchContent, document_context
-    from domain import clocks, effects
+    from domain import clocks, command_seal, effects
     from domain import deadlines as dl
     from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case, working_copy
     from models import search
@@ -29,16 +29,24 @@ with workflow.unsafe.imports_passed_through():
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 PROJECTION_QUIET = timedelta(seconds=5)
 EFFECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10))
+# Patch: new runs check the seal of their start input (cases started before seals replay as
+# they ran). Update validators need no patch: they never run on replay.
+SEALED_INPUT = "sealed-input"
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
     return ApplicationError(refusal.message, type=refusal.kind, non_retryable=True)
 
 
+def _forged() -> ApplicationError:
+    return ApplicationError(command_seal.FORGED, type="forbidden", non_retryable=True)
+
+
 @workflow.defn
 class FamilyCaseWorkflow:
     @workflow.init
     def __init__(self, inp: CaseWorkflowInput) -> None:
+        self._start_sealed = self._start_is_sealed(inp)
         self.inp = inp
         self.projected_version = inp.projected_version
         # What the committee workflow has been told about each escalation item (id -> status).
@@ -63,6 +71,8 @@ class FamilyCaseWorkflow:
         self.effects_done: set[str] = set(inp.effects_done)
         self._effects_cache: tuple[int, int, list[effects.Effect]] = (-1, -1, [])
         self._effects_busy = False
+        # Set when the start input is forged: the run fails before it projects anything.
+        self._refused = False
 
     def _ctx(self, actor: Actor) -> Ctx:
         return Ctx(actor=actor, now=workflow.now(), policy=self.state.policy)
@@ -71,6 +81,12 @@ class FamilyCaseWorkflow:
 
     @workflow.run
     async def run(self, inp: CaseWorkflowInput) -> CaseState:
+        # Behind a patch: cases started before seals replay as they ran. A forged start fails
+        # here, before its first activity: nothing reaches the read model.
+        if workflow.patched(SEALED_INPUT) and not self._start_sealed:
+            self._refused = True
+            workflow.logger.warning("refused a workflow start without OneFamily's seal")
+            raise _forged()
         runner = asyncio.create_task(self._effects_loop())
         while True:
             self._fire_clocks()
@@ -107,6 +123,21 @@ class FamilyCaseWorkflow:
                     )
                 )
             await self._sleep_until_change_or_due()
+
+    @staticmethod
+    def _start_is_sealed(inp: CaseWorkflowInput) -> bool:
+        """Does this run's input come from the API (DESIGN §9; domain.command_seal)? Decided
+        in `__init__`, before any handler can touch the input, and enforced in `run()`.
+
+        Workflow code, so it runs on replay too, with the keys kept to read old history. A run
+        that Temporal continued from one of ours is not checked: its input is the state this
+        workflow built, and no client can start a run that claims to be continued; retried or
+        cron runs (which a forger could ask for) are checked like any start."""
+        info = workflow.info()
+        if info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule:
+            return True
+        target = command_seal.Target("start", info.workflow_id, info.workflow_type)
+        return command_seal.admitted(target, inp, inp.seal, replaying=workflow.unsafe.is_replaying())
 
     def _projection_now(self) -> bool:
         """Project now, or after a quiet spell? The API writes the read model itself from each
@@ -289,6 +320,8 @@ class FamilyCaseWorkflow:
 
     @workflow.query
     def case(self) -> CaseState:
+        if self._refused:  # a forged start: its state is the forger's, never shown as a case
+            raise _forged()
         return self.state
 
     @workflow.update
@@ -297,6 +330,12 @@ class FamilyCaseWorkflow:
         return self.state
 
     def _validate(self, name: str, inp: CommandInput) -> None:
+        # First of all: only OneFamily's API commands a case (DESIGN §9). Validators run on
+        # first delivery only, never on replay, so a refusal leaves no trace in the history.
+        update_id = workflow.current_update_info().id
+        target = command_seal.Target("update", workflow.info().workflow_id, name, update_id)
+        if not command_seal.admitted(target, inp, inp.seal, replaying=False):
+            raise _forged()
         candidate = working_copy(self.state)
         try:
             execute(candidate, name, inp, self._ctx(inp.actor))
@@ -307,7 +346,7 @@ class FamilyCaseWorkflow:
                 f"Invalid {name} body: {error.error_count()} error(s)", type="invalid",
                 non_retryable=True,
             ) from None
-        self._validated[workflow.current_update_info().id] = (self.state.version, candidate)
+        self._validated[update_id] = (self.state.version, candidate)
 
     def _apply(self, name: str, inp: CommandInput) -> CaseState:
         info = workflow.current_update_info()

@@ -7,15 +7,18 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
 from workflows.codec import data_converter
+from workflows.sealing import SealingInterceptor, seal_keyring
 
 
 async def connect(settings: Settings) -> Client:
     # API and worker both connect here, so both encrypt with the same keys (DESIGN §8);
-    # ONEFAMILY_ENCRYPT_PAYLOADS=false is handled inside data_converter().
+    # ONEFAMILY_ENCRYPT_PAYLOADS=false is handled inside data_converter(). Both also seal
+    # every command they send: the workers obey nothing else (DESIGN §9, domain.command_seal).
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
+        interceptors=[SealingInterceptor(seal_keyring(settings))],
     )
 
 
