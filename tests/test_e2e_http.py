@@ -158,9 +158,9 @@ async def test_bad_input_gets_clear_4xx(stack: Stack) -> None:
         assert r.status_code == 422 and "received_at" in r.json()["detail"]
         async with http(stack, "nobody") as nobody:
             r = await nobody.post("/cases", json=case_create_body())
-            assert r.status_code == 401 and "nobody" in r.json()["detail"]
-            # 422 comes before 401 in the contract's order.
-            assert (await nobody.post("/cases", json={})).status_code == 422
+            assert r.status_code == 401 and "no active staff member" in r.json()["detail"]
+            # 401 comes before 422 in the contract's order (credentials before the body).
+            assert (await nobody.post("/cases", json={})).status_code == 401
         r = await anna.post("/cases/00000000-0000-0000-0000-000000000000/team",
                             json={"members": [{"staff_id": "ole", "discipline": "x",
                                                "department": "y"}]})
