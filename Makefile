@@ -5,12 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps clean distclean
+.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps pgdeps clean distclean
 
 run: install
 	$(PY) -m launcher
 
-test: install sysdeps oidcdeps
+test: install sysdeps oidcdeps pgdeps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
@@ -21,6 +21,10 @@ sysdeps:
 # The real OpenID provider of the OIDC tests (npm `oidc-provider`, tests/oidc), only when missing.
 oidcdeps:
 	@bash scripts/oidc-deps.sh
+
+# PostgreSQL (Debian's `postgresql`) for the tests' throwaway servers (tests/postgres.py), only when missing.
+pgdeps:
+	@bash scripts/postgres-deps.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

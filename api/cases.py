@@ -28,8 +28,19 @@ from api.deps import (
 from api.gateway import live_state, project, send, utcnow, workflow_id
 from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
+from api.scope import load_facts
 from api.views import case_view
-from domain.lifecycle import Ctx, is_manager, new_case
+from domain.access import (
+    CaseFacts,
+    case_scope,
+    command_refusal,
+    facts_from_state,
+    may_assign,
+    may_see_duplicates,
+    read_refusal,
+    unit_of,
+)
+from domain.lifecycle import Ctx, new_case
 from models import search
 from models.case import (
     Actor,
@@ -58,7 +69,7 @@ from settings import Settings
 from workflows.case import FamilyCaseWorkflow
 
 router = APIRouter(prefix="/api/v1/cases", tags=["cases"])
-# uuid5 namespace: the same Idempotency-Key always names the same case.
+# uuid5 namespace: the same caller's Idempotency-Key always names the same case.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f55-9d55-0ff1ce0fa111")
 
 
@@ -76,13 +87,38 @@ class Commands:
         if unknown:
             raise HTTPException(422, f"Unknown staff id(s) in {what}: {', '.join(unknown)}.")
 
-    async def run(self, case_id: str, name: str, inp: CommandInput) -> dict:
+    async def facts(self, case_id: str) -> tuple[CaseFacts, CaseState | None]:
+        """The case's need-to-know facts from the read model (404 for an unknown case); the
+        live state only when the read model does not have the case yet."""
         _check_case_id(case_id)
+        facts = load_facts(self.session, case_id)
+        if facts is not None:
+            return facts, None
+        state = await live_state(self.client, self.engine, case_id)  # 404 when unknown
+        return facts_from_state(state), state
+
+    async def gate(self, case_id: str, actor: Actor) -> CaseFacts:
+        """The access policy before anything reaches the case, in the contract's order:
+        404 unknown case, then 403 for a caller it keeps out (the workflow's rules decide
+        the rest: roles, stage, 409)."""
+        facts, _ = await self.facts(case_id)
+        refusal = command_refusal(actor, facts)
+        if refusal:
+            raise HTTPException(403, refusal)
+        return facts
+
+    async def run(self, case_id: str, name: str, inp: CommandInput,
+                  facts: CaseFacts | None = None) -> dict:
+        if facts is None:
+            facts = await self.gate(case_id, inp.actor)
         # Give the database connection back before waiting on the case: commands queue per
         # case, and a held connection per queued request would drain the pool.
         self.session.close()
-        state = await send(self.client, self.engine, case_id, name, inp, self.idempotency_key)
-        return case_view(state, utcnow())
+        # The key is the caller's (DESIGN §5): another caller's replay is a new command.
+        key = self.idempotency_key
+        update_id = f"{inp.actor.id}:{key}" if key else None
+        state = await send(self.client, self.engine, case_id, name, inp, update_id)
+        return case_view(state, utcnow(), may_see_duplicates(inp.actor, facts))
 
 
 async def get_commands(
@@ -110,10 +146,6 @@ def _body(model) -> dict:
     return model.model_dump(mode="json")
 
 
-def _may_read(state: CaseState, actor: Actor) -> bool:
-    return is_manager(actor) or "committee" in actor.roles or actor.id in state.team_ids
-
-
 # ---------------------------------------------------------------- register and read
 
 
@@ -123,13 +155,14 @@ async def register_referral(
 ) -> dict:
     actor = cmd.caller.require()
     key = cmd.idempotency_key
-    case_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, key) if key else uuid.uuid4())
+    # Scoped to the caller: another caller's replay of the key names another (new) case.
+    case_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{actor.id}\n{key}") if key else uuid.uuid4())
     duplicates = sorted(
         {cid for m in body.family.members
          for cid in open_case_ids_for_person(cmd.session, m.name, m.birth_date) if cid != case_id}
     )
-    if key and cmd.session.get(CaseRow, case_id) is not None:  # a retried request
-        return case_view(await live_state(cmd.client, cmd.engine, case_id), utcnow())
+    if key and cmd.session.get(CaseRow, case_id) is not None:  # the same caller retried
+        return await _read(cmd, actor, case_id)
     policy = latest_policy(cmd.session, cmd.settings.country)
     now = utcnow()
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
@@ -152,7 +185,7 @@ async def register_referral(
     # need not wait for the workflow's first task.
     state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)
     await project(cmd.engine, state)
-    return case_view(state, utcnow())
+    return case_view(state, utcnow(), may_see_duplicates(actor, facts_from_state(state)))
 
 
 @router.get("")
@@ -166,11 +199,10 @@ async def list_all(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> dict:
     actor = cmd.caller.require()
-    visible_to = None if (is_manager(actor) or "committee" in actor.roles) else actor.id
     now = utcnow()
     rows, total = await asyncio.to_thread(
         list_cases, cmd.session, now, stage=stage, coordinator_id=coordinator_id,
-        overdue=overdue, q=q, visible_to=visible_to, limit=limit, offset=offset,
+        overdue=overdue, q=q, scope=case_scope(actor), limit=limit, offset=offset,
     )
     return {"items": [case_summary(r, now) for r in rows], "total": total}
 
@@ -178,11 +210,19 @@ async def list_all(
 @router.get("/{case_id}")
 async def get_case(case_id: str, cmd: Cmd) -> dict:
     actor = cmd.caller.require()
-    _check_case_id(case_id)
-    state = await live_state(cmd.client, cmd.engine, case_id)
-    if not _may_read(state, actor):
-        raise HTTPException(403, "You do not work on this case.")
-    return case_view(state, utcnow())
+    return await _read(cmd, actor, case_id)
+
+
+async def _read(cmd: Commands, actor: Actor, case_id: str) -> dict:
+    """The case as this reader may see it: 404 unknown, 403 outside need-to-know."""
+    facts, state = await cmd.facts(case_id)
+    refusal = read_refusal(actor, facts)
+    if refusal:
+        raise HTTPException(403, refusal)
+    cmd.session.close()
+    if state is None:
+        state = await live_state(cmd.client, cmd.engine, case_id)
+    return case_view(state, utcnow(), may_see_duplicates(actor, facts))
 
 
 # ---------------------------------------------------------------- commands
@@ -196,11 +236,16 @@ async def assign_coordinator(case_id: str, body: AssignCoordinator, cmd: Cmd) ->
         raise HTTPException(422, f"Unknown staff id '{body.coordinator_id}'.")
     if "coordinator" not in target.roles:
         raise HTTPException(422, f"'{body.coordinator_id}' does not have the coordinator role.")
+    facts = await cmd.gate(case_id, actor)
+    refusal = may_assign(actor, unit_of(target))
+    if refusal:
+        raise HTTPException(403, refusal)
     cap = latest_policy(cmd.session, cmd.settings.country).caseload_cap
     load = open_caseloads(cmd.session).get(body.coordinator_id, 0)
-    suggestion = least_loaded(cmd.session, cap, exclude=body.coordinator_id) if load >= cap else None
+    suggestion = (least_loaded(cmd.session, cap, exclude=body.coordinator_id, unit=facts.unit)
+                  if load >= cap else None)
     inp = CommandInput(actor=actor, body=_body(body), coordinator_load=load, suggestion=suggestion)
-    return await cmd.run(case_id, "assign_coordinator", inp)
+    return await cmd.run(case_id, "assign_coordinator", inp, facts)
 
 
 @router.post("/{case_id}/team")

@@ -5,53 +5,49 @@ JSON of `temporal.api.common.v1.Payload`, and the answer has the same shape. The
 *from the browser* (cross-origin, with `X-Namespace` and possibly `Authorization`), so the
 endpoints answer CORS preflights for the Temporal UI origin. The dev server is started with
 `--ui-codec-endpoint http://127.0.0.1:<api_port>/codec` (launcher.py); the CLI can use
-`temporal workflow show --codec-endpoint ... --codec-header 'X-User: <manager id>'`.
+`temporal workflow show --codec-endpoint ... --codec-header 'Authorization: Bearer <token>'`.
 
-Who may decrypt (the data is health data, DESIGN §7 "Privacy"):
-- a request with `X-User` of an active staff member with role manager or admin; a known
-  user without that role gets 403, an unknown one 401. Use: CLI, scripts, other tools.
-- or, without `X-User`, a request whose `Origin` is the configured Temporal UI
-  (http://127.0.0.1:<ui_port> or http://localhost:<ui_port>) *and* whose peer address is
-  loopback. The UI cannot send `X-User`, and the embedded UI has no login of its own: anyone
-  who can open it already sits on this machine, where the data dir with the key file is.
-  Browsers set `Origin` themselves, so another website open in the same browser cannot pass
-  as the UI; a local process can forge it, but such a process can read the key file anyway.
-  Behind a reverse proxy the peer address must be the real client's (uvicorn takes it from
-  X-Forwarded-For sent by a proxy on 127.0.0.1), or every request would look local.
-  In production the Temporal UI should sit behind SSO and send its token (`Authorization`);
-  checking that token here is the place to extend.
-Anything else gets 401. Encode is guarded like decode: it lets a caller forge payloads.
+Who may decrypt (the data is health data, DESIGN §9): an authenticated caller (a token, a
+session, or the trusted header of trusted-header mode; api/auth.py) whom the access policy
+lets decrypt (`domain.access.may_decrypt`: administrators). Nobody else: no caller is 401, a
+caller without the right 403. There is no free pass for the Temporal UI's `Origin` or for
+loopback peers: a local process can forge both. The UI sends the admin's token
+(`Authorization`) or runs behind the SSO proxy of trusted-header mode.
+
+Every decoded payload that names a case (a `case_id`, a committee item id, or a case state
+`{"id": ..., "stage": ...}`) is checked against the policy's read rule for that case, and its
+id is handed to the audit (`request.state.audit_case_ids`). Encode is guarded like decode: it
+lets a caller forge payloads.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import json
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
+from sqlmodel import Session
 from temporalio.api.common.v1 import Payloads
 
 from api.deps import Caller, get_caller, get_settings_dep
+from api.scope import load_facts
+from domain.access import CaseFacts, may_decrypt, read_refusal
+from models.case import Actor
 from settings import Settings
 from workflows.codec import EncryptionCodec, EncryptionKeyError, make_codec
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 
-DECRYPT_ROLES = {"manager", "admin"}
-ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization, X-User"
+ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization, X-CSRF-Token"
+JSON_ENCODINGS = {b"json/plain", b"json/protobuf"}
+MAX_DEPTH = 8
 
 
 def ui_origins(settings: Settings) -> set[str]:
     return {f"http://127.0.0.1:{settings.temporal_ui_port}", f"http://localhost:{settings.temporal_ui_port}"}
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:  # not an IP (e.g. a unix socket path)
-        return False
 
 
 def _cors_headers(request: Request, settings: Settings) -> dict[str, str]:
@@ -68,20 +64,73 @@ def _cors_headers(request: Request, settings: Settings) -> dict[str, str]:
     }
 
 
-def _authorize(request: Request, caller: Caller, settings: Settings) -> None:
-    if caller.user_id:
-        actor = caller.require()  # 401 for an unknown or inactive user
-        if not DECRYPT_ROLES & set(actor.roles):
-            raise HTTPException(
-                403, f"Only a manager or an admin may decrypt case data ('{actor.id}' may not)."
-            )
+def _authorize(caller: Caller) -> Actor:
+    actor = caller.require()  # 401: no or invalid credentials
+    if not may_decrypt(actor):
+        raise HTTPException(403, f"Only an administrator may decrypt case data ('{actor.id}' may not).")
+    return actor
+
+
+def _as_case_id(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _collect(value: Any, out: dict[str, None], depth: int = 0) -> None:
+    """Case ids named anywhere in a decoded JSON value: `case_id`, committee `item_id`s
+    ("<case uuid>-<n>") and case states ({"id": <uuid>, "stage": ...})."""
+    if depth > MAX_DEPTH:
         return
-    host = request.client.host if request.client else None
-    if request.headers.get("origin") in ui_origins(settings) and _is_loopback(host):
+    if isinstance(value, dict):
+        found = [_as_case_id(value.get("case_id"))]
+        if isinstance(value.get("item_id"), str):
+            found.append(_as_case_id(value["item_id"].rpartition("-")[0]))
+        if "stage" in value:
+            found.append(_as_case_id(value.get("id")))
+        for case_id in found:
+            if case_id is not None:
+                out[case_id] = None
+        for child in value.values():
+            if isinstance(child, dict | list):
+                _collect(child, out, depth + 1)
+    elif isinstance(value, list):
+        for child in value:
+            if isinstance(child, dict | list):
+                _collect(child, out, depth + 1)
+
+
+def named_cases(payloads: list) -> list[str]:
+    """The cases a list of decoded payloads names, in order of appearance."""
+    out: dict[str, None] = {}
+    for payload in payloads:
+        if payload.metadata.get("encoding") not in JSON_ENCODINGS:
+            continue
+        try:
+            _collect(json.loads(payload.data), out)
+        except (ValueError, RecursionError):
+            continue
+    return list(out)
+
+
+def _check_cases(request: Request, actor: Actor, case_ids: list[str]) -> None:
+    """The policy's read rule for every case the answer would show; each is audited."""
+    audited = getattr(request.state, "audit_case_ids", None)
+    if audited is None:
+        audited = request.state.audit_case_ids = []
+    audited.extend(case_ids)
+    if not case_ids:
         return
-    raise HTTPException(
-        401, "Send the header X-User of a manager or admin, or use the Temporal UI on this machine."
-    )
+    with Session(request.app.state.engine) as session:
+        for case_id in case_ids:
+            # A case the read model does not know: no unit, no staff; only admin reads it.
+            facts = load_facts(session, case_id) or CaseFacts(id=case_id, unit="")
+            refusal = read_refusal(actor, facts)
+            if refusal:
+                raise HTTPException(403, f"A payload names case {case_id}: {refusal}")
 
 
 def get_codec(request: Request) -> EncryptionCodec | None:
@@ -95,7 +144,7 @@ def get_codec(request: Request) -> EncryptionCodec | None:
 async def _run(request: Request, caller: Caller, settings: Settings, decode: bool) -> Response:
     cors = _cors_headers(request, settings)
     try:
-        _authorize(request, caller, settings)
+        actor = _authorize(caller)
         try:
             body: Any = await request.json()
             payloads = json_format.ParseDict(body, Payloads())
@@ -108,6 +157,8 @@ async def _run(request: Request, caller: Caller, settings: Settings, decode: boo
                 items = await (codec.decode(items) if decode else codec.encode(items))
             except EncryptionKeyError as error:  # the message names key ids, never keys
                 raise HTTPException(400, str(error)) from None
+        if decode:
+            _check_cases(request, actor, named_cases(items))
     except HTTPException as error:
         # Errors need the CORS headers too, or the UI only sees an opaque network error.
         return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=cors)

@@ -9,11 +9,22 @@ from sqlmodel import select
 
 from api.cases import Cmd
 from api.readmodel import committee_items
-from models.case import CommitteeDecision
+from api.scope import scoped_case_ids
+from domain.access import committee_scope, may_read_committee
+from models.case import Actor, CommitteeDecision
 from models.commands import CommandInput
 from models.tables import CommitteeItemRow, CommitteeMeetingRow
 
 router = APIRouter(prefix="/api/v1/committee", tags=["committee"])
+
+
+def _reader(cmd) -> Actor:
+    """The caller, if the access policy lets them read the committee's records (DESIGN §9)."""
+    actor = cmd.caller.require()
+    if not may_read_committee(actor):
+        raise HTTPException(403, "The committee's agenda, meetings and funding are for the "
+                                 "committee, managers and administrators.")
+    return actor
 
 
 def _item_out(row) -> dict:
@@ -32,8 +43,8 @@ def _item_out(row) -> dict:
 
 @router.get("/agenda")
 def agenda(cmd: Cmd, status: Literal["waiting", "decided", "withdrawn", "all"] = "waiting") -> dict:
-    cmd.caller.require()
-    rows = committee_items(cmd.session, None if status == "all" else status)
+    actor = _reader(cmd)
+    rows = committee_items(cmd.session, None if status == "all" else status, committee_scope(actor))
     return {"items": [_item_out(r) for r in rows], "total": len(rows)}
 
 
@@ -50,25 +61,39 @@ async def decide(item_id: str, body: CommitteeDecision, cmd: Cmd) -> dict:
 
 @router.get("/meetings")
 def meetings(cmd: Cmd, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict:
-    """Held meetings with their frozen agendas, newest first."""
-    cmd.caller.require()
+    """Held meetings with their frozen agendas, newest first (a manager sees the items of
+    their unit's cases only)."""
+    actor = _reader(cmd)
+    scope = committee_scope(actor)
     rows = cmd.session.exec(
         select(CommitteeMeetingRow).order_by(CommitteeMeetingRow.at.desc()).limit(limit)
     ).all()
+    if scope.everything:
+        def shown(item_ids: list[str]) -> list[str]:
+            return item_ids
+    else:
+        mine = set(cmd.session.exec(
+            select(CommitteeItemRow.id).where(CommitteeItemRow.case_id.in_(scoped_case_ids(scope)))
+        ).all())
+
+        def shown(item_ids: list[str]) -> list[str]:
+            return [i for i in item_ids if i in mine]
     items = [{"id": r.id, "committee_id": r.committee_id, "number": r.number, "at": r.at,
-              "item_ids": r.item_ids} for r in rows]
+              "item_ids": shown(r.item_ids)} for r in rows]
     return {"items": items, "total": len(items)}
 
 
 @router.get("/funding")
 def funding(cmd: Cmd) -> dict:
     """Joint funding the committee decided, per department and month of decision: the plan's
-    monthly cost times each department's decided share."""
-    cmd.caller.require()
-    rows = cmd.session.exec(
-        select(CommitteeItemRow).where(CommitteeItemRow.status == "decided",
-                                       CommitteeItemRow.decision != "rejected")
-    ).all()
+    monthly cost times each department's decided share (a manager: their unit's cases)."""
+    actor = _reader(cmd)
+    scope = committee_scope(actor)
+    query = select(CommitteeItemRow).where(CommitteeItemRow.status == "decided",
+                                           CommitteeItemRow.decision != "rejected")
+    if not scope.everything:
+        query = query.where(CommitteeItemRow.case_id.in_(scoped_case_ids(scope)))
+    rows = cmd.session.exec(query).all()
     totals: dict[tuple[str, str], float] = {}
     for row in rows:
         month = row.decided_at.strftime("%Y-%m") if row.decided_at else "unknown"

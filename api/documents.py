@@ -1,9 +1,9 @@
 """Documents: the list of a case's rendered documents, and one document as HTML or PDF.
 
-Need-to-know (DESIGN §7): the case's coordinator and core team, managers, admins and the
-visitation committee. Documents that belong to no single case (the committee agenda,
-`committee-<id>`; the monthly report, `report-<YYYY-MM>`) are for managers, admins and the
-committee.
+Need-to-know (DESIGN §9): a case's documents for whoever may read the case
+(`domain.access.read_refusal` on the case's facts from the read model). Documents that belong
+to no single case (the committee agenda, `committee-<id>`; the municipality's monthly report,
+`report-<YYYY-MM>`) follow `domain.access.non_case_refusal`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session, select
 
 from api.deps import Caller, get_caller, get_session
-from domain.lifecycle import is_manager
+from api.scope import load_facts
+from domain.access import non_case_refusal, read_refusal
 from models.case import Actor
-from models.tables import CaseRow
 from models.tables_outbox import DocumentRow
 
 router = APIRouter(tags=["documents"])
@@ -31,23 +31,19 @@ def _plain(value: str) -> bool:
     return 0 < len(value) <= 200 and value.isprintable()
 
 
-def may_read_case(actor: Actor, row: CaseRow | None) -> bool:
-    if is_manager(actor) or "committee" in actor.roles:
-        return True
-    if row is None:
-        return False
-    return actor.id == row.coordinator_id or f",{actor.id}," in (row.team_text or "")
-
-
 def check_owner(session: Session, actor: Actor, owner_id: str) -> None:
     """404 for an unknown case, 403 for a caller without need-to-know (contract order)."""
     if not _plain(owner_id):
         raise HTTPException(404, "No such case.")
-    row = session.get(CaseRow, owner_id)
-    if row is None and not owner_id.startswith(NON_CASE_PREFIXES):
+    facts = load_facts(session, owner_id)
+    if facts is not None:
+        refusal = read_refusal(actor, facts)
+    elif owner_id.startswith(NON_CASE_PREFIXES):
+        refusal = non_case_refusal(actor, owner_id)
+    else:
         raise HTTPException(404, "No such case.")
-    if not may_read_case(actor, row):
-        raise HTTPException(403, "You do not work on this case.")
+    if refusal:
+        raise HTTPException(403, refusal)
 
 
 def _summary(row: DocumentRow) -> dict:

@@ -1,8 +1,9 @@
 """The outbox: what was sent, to whom, on which channel, when, and its delivery status.
 
 `GET /api/v1/notifications?case_id=` lists one case's notifications (need-to-know as for the
-case's documents). Without `case_id`, managers, admins and the committee see all; other staff
-see the notifications of the cases they work on and those addressed to them. The message text
+case's documents). Without `case_id`: the notifications of the cases in the caller's scope
+(`domain.access.case_scope`: a manager's unit, a coordinator's cases, ...) and those
+addressed to them. The message text
 itself (`subject`, `body`) is shown only to its recipient: this is their in-app inbox.
 """
 
@@ -11,12 +12,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy import func, or_
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, select
 
 from api.deps import Caller, get_caller, get_session
 from api.documents import check_owner
-from domain.lifecycle import is_manager
+from api.scope import scoped_case_ids
+from domain.access import case_scope
 from models.tables import CaseRow
 from models.tables_outbox import NotificationRow
 
@@ -59,11 +61,13 @@ def list_notifications(
     if case_id is not None:
         check_owner(session, actor, case_id)
         query = query.where(NotificationRow.case_id == case_id)
-    elif not (is_manager(actor) or "committee" in actor.roles):
-        mine = select(CaseRow.id).where(or_(CaseRow.coordinator_id == actor.id,
-                                            CaseRow.team_text.contains(f",{actor.id},")))
-        query = query.where(or_(NotificationRow.recipient_id == actor.id,
-                                NotificationRow.case_id.in_(mine)))
+    elif not (scope := case_scope(actor)).everything:
+        # Their own inbox too, but never a message about a case they may not read (one sent
+        # to every manager names cases of other units: the case's unit decides, not the
+        # address); messages about no case (a monthly report, "-") are the recipient's.
+        about_no_case = NotificationRow.case_id.not_in(select(CaseRow.id))
+        query = query.where(or_(and_(NotificationRow.recipient_id == actor.id, about_no_case),
+                                NotificationRow.case_id.in_(scoped_case_ids(scope))))
     if status is not None:
         query = query.where(NotificationRow.status == status)
     if purpose is not None:

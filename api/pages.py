@@ -7,8 +7,10 @@ Pages: `/` overview, `/stuck` the stuck list, `/cases` the case list, `/cases/{i
 Identity: a browser cannot send the API's `X-User` header, so in the embedded mode the login
 form stores the staff id in a cookie (`onefamily_user`, HttpOnly, SameSite=Lax); a request
 that carries `X-User` is taken as that user too. The staff id must be in the directory.
-Managers, admins and the committee see every case; anyone else sees only the cases they
-coordinate or are on the team of. Only managers and admins act. POST forms are refused when
+What each page shows, and who may act, is the one access policy's (`domain.access`): lists
+and counts over the caller's case scope, a case for whoever may read it, the manager actions
+for the manager of the case's unit (or admin), the stuck list and the reports for managers
+(their unit's figures) and admins. POST forms are refused when
 the browser says they come from another site (Origin header), on top of SameSite.
 
 Everything is read from the read model and the dashboard's index (`api.watch`), never by

@@ -1,5 +1,6 @@
 """Policy versions: the national defaults, overridden by a municipality in a file or via the
-API (managers). Versions are immutable; new cases start on the newest, running cases keep theirs."""
+API (administrators, DESIGN §9). Versions are immutable; new cases start on the newest,
+running cases keep theirs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlmodel import Session, select
 
 from api.deps import Caller, get_caller, get_session, get_settings_dep
-from domain.lifecycle import is_manager
+from domain.access import may_change_policy
 from domain.policy import current_policy
 from models.policy import Policy
 from models.tables import PolicyRow
@@ -81,8 +82,8 @@ def override_policy(body: PolicyOverride, caller: Caller = Depends(get_caller),
                     session: Session = Depends(get_session),
                     settings: Settings = Depends(get_settings_dep)) -> dict:
     actor = caller.require()
-    if not is_manager(actor):
-        raise HTTPException(403, "Only a manager changes the municipality's policy.")
+    if not may_change_policy(actor):
+        raise HTTPException(403, "Only an administrator changes the municipality's policy.")
     unknown = set(body.overrides) - set(Policy.model_fields) - {"version", "country"}
     if unknown:
         raise HTTPException(422, f"Unknown policy field(s): {', '.join(sorted(unknown))}.")

@@ -3,7 +3,7 @@ SQL form of a list scope. The only place that turns need-to-know into SQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -36,11 +36,18 @@ def load_facts(session: Session, case_id: str) -> CaseFacts | None:
     return facts_from_row(row, session) if row is not None else None
 
 
+def contains_exactly(column, needle: str) -> ColumnElement[bool]:
+    """`needle` occurs in `column`, compared byte for byte: no LIKE pattern (an id with `_`
+    or `%` matches only itself) and case-sensitive on every database (SQLite's LIKE is not:
+    staff id `Anna` would match `anna`). replace() is exact in SQLite and PostgreSQL."""
+    return func.replace(column, needle, "") != column
+
+
 def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=None,
                  team_col=None) -> ColumnElement[bool]:
     """A WHERE clause over case columns (defaults: the `cases` table) selecting exactly the
     cases `domain.access.in_scope` accepts. Team ids are matched as whole ids, never as a
-    LIKE pattern (an id with `_` or `%` matches only itself)."""
+    LIKE pattern (an id with `_` or `%` matches only itself), and case-sensitively."""
     id_col = CaseRow.id if id_col is None else id_col
     unit_col = CaseRow.unit if unit_col is None else unit_col
     coordinator_col = CaseRow.coordinator_id if coordinator_col is None else coordinator_col
@@ -54,7 +61,7 @@ def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=N
         parts.append(and_(coordinator_col.is_(None), unit_col.in_(sorted(scope.unassigned_in_units))))
     if scope.staff_id is not None:
         parts.append(coordinator_col == scope.staff_id)
-        parts.append(team_col.contains(f",{scope.staff_id},", autoescape=True))
+        parts.append(contains_exactly(team_col, f",{scope.staff_id},"))
     if scope.committee_member is not None:
         items = select(CommitteeItemRow.case_id).where(
             or_(CommitteeItemRow.status == "waiting",
@@ -62,3 +69,8 @@ def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=N
         )
         parts.append(id_col.in_(items))
     return or_(*parts) if parts else false()
+
+
+def scoped_case_ids(scope: CaseScope):
+    """SELECT the ids of the cases in `scope` (for `... .in_(scoped_case_ids(scope))`)."""
+    return select(CaseRow.id).where(scope_clause(scope))

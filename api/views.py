@@ -6,9 +6,15 @@ from datetime import datetime, timedelta
 
 from models.case import CaseState
 
+DUPLICATE_FLAG = "possible_duplicate"
 
-def case_view(state: CaseState, now: datetime) -> dict:
+
+def case_view(state: CaseState, now: datetime, duplicates: bool = False) -> dict:
+    """`duplicates`: whether this reader may see the possible-duplicate flag, which names
+    other cases (`domain.access.may_see_duplicates`: the unit's manager, admin)."""
     doc = state.model_dump(mode="json")
+    if not duplicates:
+        doc["flags"] = [f for f in doc["flags"] if f.get("kind") != DUPLICATE_FLAG]
     for deadline, out in zip(state.deadlines, doc["deadlines"], strict=True):
         out["status"] = deadline.status_at(now).value
     doc["plan"] = doc["plans"][-1] if doc["plans"] else None

@@ -22,7 +22,8 @@ from models.case import Actor, CaseState
 
 DEFAULT_UNIT = "children_disability"
 
-NOT_YOUR_CASE = "You do not work on this case."
+NOT_YOUR_CASE = ("You do not work on this case: only its coordinator, its core team and the "
+                 "unit's manager do.")
 NOT_CONSENTED = "The family has not consented to share this case with you."
 
 

@@ -21,7 +21,23 @@ def _not_blank(value: str) -> str:
     return value.strip()
 
 
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
+# Field limits (issue 8): far above what case work needs, far below what would hurt the
+# engine. A too long field or list is a 422 naming it ("referral.reason: String should have at
+# most 20000 characters") before anything reaches Temporal. These models are also the state
+# the workflow keeps: raise a limit freely, lower one only with care (replay of old cases).
+LABEL_CHARS = 200  # ids, names, departments, paragraphs, phone numbers, e-mail addresses
+SHORT_CHARS = 2_000  # a goal, an action, a location, a need
+TEXT_CHARS = 20_000  # notes, minutes, reasons, comments, the child's views
+MAX_ITEMS = 200  # members, goals, actions, services, participants, ...
+MAX_DIAGNOSES = 50
+MAX_OUTCOMES = 50  # keys of a closing's `outcomes`
+
+Label = Annotated[str, Field(max_length=LABEL_CHARS)]
+ShortText = Annotated[str, Field(max_length=SHORT_CHARS)]
+LongText = Annotated[str, Field(max_length=TEXT_CHARS)]
+NonBlank = Annotated[str, Field(max_length=TEXT_CHARS), AfterValidator(_not_blank)]
+NonBlankLabel = Annotated[str, Field(max_length=LABEL_CHARS), AfterValidator(_not_blank)]
+NonBlankShort = Annotated[str, Field(max_length=SHORT_CHARS), AfterValidator(_not_blank)]
 
 
 def _plausible(value: datetime) -> datetime:
@@ -150,37 +166,37 @@ class Referral(Strict):
 
 
 class FamilyMember(Strict):
-    name: NonBlank
+    name: NonBlankLabel
     role: MemberRole
     birth_date: date | None = None
-    diagnoses: list[str] = []
-    needs: list[str] = []
-    phone: str | None = None
-    email: str | None = None
+    diagnoses: list[Label] = Field([], max_length=MAX_DIAGNOSES)
+    needs: list[ShortText] = Field([], max_length=MAX_ITEMS)
+    phone: Label | None = None
+    email: Label | None = None
 
 
 class Family(Strict):
-    name: NonBlank
+    name: NonBlankLabel
     language: Literal["da", "sv", "en"] | None = None
-    members: list[FamilyMember] = Field(min_length=1)
+    members: list[FamilyMember] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class ExistingContact(Strict):
-    department: NonBlank
-    sector_area: str | None = None
-    caseworker: str | None = None
+    department: NonBlankLabel
+    sector_area: Label | None = None
+    caseworker: Label | None = None
 
 
 class Consent(Strict):
     coordinated_handling: bool
-    departments: list[str] = []
+    departments: list[Label] = Field([], max_length=MAX_ITEMS)
     valid_until: date | None = None
 
 
 class CaseCreate(Strict):
     referral: Referral
     family: Family
-    existing_contacts: list[ExistingContact] = []
+    existing_contacts: list[ExistingContact] = Field([], max_length=MAX_ITEMS)
     consent: Consent
     contact_preference: ContactPreference = ContactPreference.normal
     concern_level: Literal["high", "medium", "low"] | None = None
@@ -192,125 +208,125 @@ class CaseCreate(Strict):
 
 
 class AssignCoordinator(Strict):
-    coordinator_id: NonBlank
+    coordinator_id: NonBlankLabel
     override: bool = False
 
 
 class TeamMemberIn(Strict):
-    staff_id: NonBlank
-    discipline: NonBlank
-    department: NonBlank
+    staff_id: NonBlankLabel
+    discipline: NonBlankLabel
+    department: NonBlankLabel
 
 
 class FormTeam(Strict):
-    members: list[TeamMemberIn] = Field(min_length=1)
+    members: list[TeamMemberIn] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class RecordContact(Strict):
     kind: ContactKind
     at: When
-    notes: str = ""
+    notes: LongText = ""
 
 
 class Triage(Strict):
     child_in_danger: bool = False
     urgent_action: bool = False
     receipt_sent_to_reporter: bool = False
-    notes: str = ""
+    notes: LongText = ""
 
 
 class ScheduleAssessmentMeeting(Strict):
     at: When
-    location: NonBlank
-    participants: list[str] = Field(min_length=1)
+    location: NonBlankShort
+    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class IcsEntry(Strict):
-    dimension: NonBlank
-    strengths: str = ""
-    concerns: str = ""
-    family_view: str = ""
+    dimension: NonBlankLabel
+    strengths: LongText = ""
+    concerns: LongText = ""
+    family_view: LongText = ""
 
 
 class AssessmentContent(Strict):
     ics: dict[Literal["child_development", "parenting_capacity", "family_and_network"],
-              list[IcsEntry]] = {}
-    child_views: str | None = None
-    child_views_waiver: str | None = None
-    investigations: list[str] = []
+              Annotated[list[IcsEntry], Field(max_length=MAX_ITEMS)]] = {}
+    child_views: LongText | None = None
+    child_views_waiver: LongText | None = None
+    investigations: list[Label] = Field([], max_length=MAX_ITEMS)
 
 
 class Goal(Strict):
-    id: NonBlank
-    text: NonBlank
-    owner: str | None = None
+    id: NonBlankLabel
+    text: NonBlankShort
+    owner: Label | None = None
 
 
 class Action(Strict):
-    id: NonBlank
-    goal_id: str | None = None
-    text: NonBlank
-    owner: NonBlank
+    id: NonBlankLabel
+    goal_id: Label | None = None
+    text: NonBlankShort
+    owner: NonBlankLabel
     due: date | None = None
     status: Literal["open", "in_progress", "done"] = "open"
-    member: str | None = None
+    member: Label | None = None
 
 
 class FundingShare(Strict):
-    department: NonBlank
+    department: NonBlankLabel
     share: float = Field(gt=0, le=1)
 
 
 class Service(Strict):
-    name: NonBlank
-    paragraph: NonBlank
-    department: NonBlank
+    name: NonBlankShort
+    paragraph: NonBlankLabel
+    department: NonBlankLabel
     monthly_cost: float = Field(ge=0)
-    funding: list[FundingShare] = []
+    funding: list[FundingShare] = Field([], max_length=MAX_ITEMS)
 
 
 class PlanDraft(Strict):
-    family_goals: list[NonBlank] = Field(min_length=1)
-    goals: list[Goal] = []
-    actions: list[Action] = []
-    services: list[Service] = []
+    family_goals: list[NonBlankShort] = Field(min_length=1, max_length=MAX_ITEMS)
+    goals: list[Goal] = Field([], max_length=MAX_ITEMS)
+    actions: list[Action] = Field([], max_length=MAX_ITEMS)
+    services: list[Service] = Field([], max_length=MAX_ITEMS)
 
 
 class CastVote(Strict):
-    staff_id: NonBlank
+    staff_id: NonBlankLabel
     vote: VoteValue
-    reason: str = ""
+    reason: LongText = ""
 
 
 class FamilyResponse(Strict):
     approved: bool
-    comment: str = ""
+    comment: LongText = ""
 
 
 class GoalProgress(Strict):
-    goal_id: NonBlank
+    goal_id: NonBlankLabel
     status: GoalStatus
-    note: str = ""
+    note: LongText = ""
 
 
 class ScheduleStatusMeeting(Strict):
     at: When
-    location: NonBlank
-    participants: list[str] = Field(min_length=1)
+    location: NonBlankShort
+    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class RecordStatusMeeting(Strict):
     at: When
-    participants: list[str] = Field(min_length=1)
-    minutes: str = ""
-    goal_progress: list[GoalProgress] = []
+    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
+    minutes: LongText = ""
+    goal_progress: list[GoalProgress] = Field([], max_length=MAX_ITEMS)
     plan_changes: PlanDraft | None = None
     concern_level: Literal["high", "medium", "low"] | None = None
     followup_months: int | None = Field(None, ge=1, le=24)
-    followup_reason: str | None = None
+    followup_reason: LongText | None = None
     # Moving the case to a newer policy version is a recorded decision at a status meeting.
     policy_version: int | None = Field(None, ge=1)
-    policy_reason: str | None = None
+    policy_reason: LongText | None = None
 
 
 class PauseCase(Strict):
@@ -324,20 +340,20 @@ class ProvisionalAssessmentIn(Strict):
 
 class ExtendAssessment(Strict):
     new_due_at: When
-    decision_ref: NonBlank
+    decision_ref: NonBlankLabel
     reason: NonBlank
 
 
 class CloseCase(Strict):
     reason: CloseReason
-    note: str = ""
-    outcomes: dict | None = None
+    note: LongText = ""
+    outcomes: Annotated[dict, Field(max_length=MAX_OUTCOMES)] | None = None
 
 
 class CommitteeDecision(Strict):
     decision: CommitteeDecisionKind
-    notes: str = ""
-    funding: list[FundingShare] = []
+    notes: LongText = ""
+    funding: list[FundingShare] = Field([], max_length=MAX_ITEMS)
 
 
 # ---------------------------------------------------------------- state

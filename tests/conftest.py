@@ -21,6 +21,7 @@ from domain import command_seal
 from models import sealed
 from models.db import init_read_model, migrate
 from settings import Settings
+from tests.postgres import db_url, postgres_server, postgres_url  # noqa: F401 - fixtures
 from worker import build_workers
 from workflows.client import ensure_search_attributes
 from workflows.sealing import SealingInterceptor

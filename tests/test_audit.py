@@ -3,13 +3,13 @@ and every command, written by `api.audit.AuditMiddleware` with the authenticated
 actor; `GET /api/v1/audit` for the admin and the manager of the case's unit.
 
 The app runs in trusted-header mode (the proxy's `X-User` from TestClient's peer) over a real
-SQLite read model seeded directly; Temporal is a stand-in whose Query fails (the API falls back
-on the read model) and whose Update answers the stored state.
+read model, SQLite and PostgreSQL (`db_url`, tests/postgres.py), seeded directly; Temporal is a
+stand-in whose Query fails (the API falls back on the read model) and whose Update answers the
+stored state.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import uuid
@@ -88,10 +88,11 @@ def rows(engine) -> list[AuditRow]:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch) -> Iterator[tuple[TestClient, object, dict[str, str]]]:
+def env(tmp_path, monkeypatch, db_url) -> Iterator[tuple[TestClient, object, dict[str, str]]]:
     monkeypatch.setenv("ONEFAMILY_STUCK_INDEX_SECONDS", "0")  # no background indexer
     settings = Settings(ONEFAMILY_AUTH="trusted-header", ONEFAMILY_TRUSTED_PROXIES="127.0.0.1,::1,testclient",
-                        ONEFAMILY_ALLOWED_HOSTS="testserver", ONEFAMILY_DATA_DIR=str(tmp_path / "data"))
+                        ONEFAMILY_ALLOWED_HOSTS="testserver", ONEFAMILY_DATA_DIR=str(tmp_path / "data"),
+                        DATABASE_URL=db_url)
     migrate(settings.db_url)
     engine = get_engine(settings.db_url)
     ids = seed(engine)
@@ -109,6 +110,22 @@ def env(tmp_path, monkeypatch) -> Iterator[tuple[TestClient, object, dict[str, s
 
 def get(client: TestClient, user: str, path: str, **params):
     return client.get(path, headers={"X-User": user}, params=params, follow_redirects=False)
+
+
+def raw(engine, statement: str, **params):
+    """One statement straight to the database, outside the app, committed (an attacker with
+    the file, or with the owner's database credentials)."""
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        return result.fetchall() if result.returns_rows else None
+
+
+def drop_guard(engine, event: str) -> None:
+    """Drop the trigger that refuses `event` (UPDATE or DELETE) on audit rows."""
+    if engine.dialect.name == "sqlite":
+        raw(engine, f"DROP TRIGGER audit_no_{event.lower()}")
+    else:  # one trigger refuses both on PostgreSQL
+        raw(engine, "DROP TRIGGER IF EXISTS audit_no_change ON audit")
 
 
 # ---------------------------------------------------------------- what is written
@@ -230,16 +247,20 @@ def test_the_action_table() -> None:
 
 
 def test_the_database_refuses_update_and_delete(env) -> None:
+    from sqlalchemy.exc import DBAPIError
+
     client, engine, ids = env
     get(client, "anna", f"/api/v1/cases/{ids['case']}")
-    db = sqlite3.connect(engine.url.database)
-    try:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("UPDATE audit SET actor = 'nobody'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("DELETE FROM audit")
-    finally:
-        db.close()
+    for statement in ("UPDATE audit SET actor = 'nobody'", "DELETE FROM audit"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            raw(engine, statement)
+    if engine.dialect.name == "sqlite":  # also through the sqlite3 module itself
+        db = sqlite3.connect(engine.url.database)
+        try:
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute("DELETE FROM audit")
+        finally:
+            db.close()
     assert [r.actor for r in rows(engine)] == ["anna"]
 
 
@@ -249,11 +270,8 @@ def test_tampering_with_a_row_is_detected(env) -> None:
         get(client, user, f"/api/v1/cases/{ids['case']}")
     with Session(engine) as session:
         assert verify_chain(session) == (True, None)
-    db = sqlite3.connect(engine.url.database)  # an attacker with the file drops the trigger
-    db.execute("DROP TRIGGER audit_no_update")
-    db.execute("UPDATE audit SET actor = 'admin' WHERE id = 2")
-    db.commit()
-    db.close()
+    drop_guard(engine, "UPDATE")  # an attacker with the file drops the trigger
+    raw(engine, "UPDATE audit SET actor = 'admin' WHERE id = 2")
     with Session(engine) as session:
         assert verify_chain(session) == (False, 2)
     r = get(client, "admin", "/api/v1/audit/verify")
@@ -264,24 +282,21 @@ def test_a_removed_row_and_a_recomputed_row_are_detected(env) -> None:
     client, engine, ids = env
     for _ in range(4):
         get(client, "anna", f"/api/v1/cases/{ids['case']}")
-    db = sqlite3.connect(engine.url.database)
-    db.execute("DROP TRIGGER audit_no_delete")
-    db.execute("DELETE FROM audit WHERE id = 2")
-    db.commit()
+    drop_guard(engine, "DELETE")
+    raw(engine, "DELETE FROM audit WHERE id = 2")
     with Session(engine) as session:
         assert verify_chain(session) == (False, 3)
     # Rewriting a row with a correct own hash still breaks the link to the next row.
-    db.execute("DROP TRIGGER audit_no_update")
-    row = db.execute("SELECT id, at, actor, action, method, path, case_id, outcome, prev_hash "
-                     "FROM audit WHERE id = 3").fetchone()
+    drop_guard(engine, "UPDATE")
+    (row,) = raw(engine, "SELECT id, at, actor, action, method, path, case_id, outcome, prev_hash "
+                         "FROM audit WHERE id = 3")
     from models.tables import audit_hash
 
-    forged = audit_hash(row[8], id=3, at=datetime.fromisoformat(row[1]), actor="admin", action=row[3],
+    at = row[1] if isinstance(row[1], datetime) else datetime.fromisoformat(row[1])  # SQLite: text
+    forged = audit_hash(row[8], id=3, at=at, actor="admin", action=row[3],
                         method=row[4], path=row[5], case_id=row[6], outcome=row[7])
-    db.execute("UPDATE audit SET actor = 'admin', hash = ? WHERE id = 3", (forged,))
-    db.execute("DELETE FROM audit WHERE id = 1")
-    db.commit()
-    db.close()
+    raw(engine, "UPDATE audit SET actor = 'admin', hash = :forged WHERE id = 3", forged=forged)
+    raw(engine, "DELETE FROM audit WHERE id = 1")
     with Session(engine) as session:
         assert verify_chain(session) == (False, 3)  # its prev_hash is no longer the genesis
 
@@ -362,12 +377,10 @@ def test_the_audit_of_a_case_is_for_its_units_manager_and_the_admin(env) -> None
     assert {(r.case_id, r.outcome) for r in reads} >= {(cid, 200), (None, 403)}
 
 
-@pytest.mark.skipif(not os.environ.get("ONEFAMILY_TEST_POSTGRES_URL"),
-                    reason="set ONEFAMILY_TEST_POSTGRES_URL to an empty PostgreSQL database")
-def test_postgresql_triggers_and_advisory_lock() -> None:
+def test_postgresql_triggers_and_advisory_lock(postgres_url: str) -> None:
     from sqlalchemy.exc import DBAPIError
 
-    url = os.environ["ONEFAMILY_TEST_POSTGRES_URL"]
+    url = postgres_url  # an empty database: the migrations make the triggers
     migrate(url)
     engines = [create_engine(url) for _ in range(3)]
 
@@ -385,6 +398,8 @@ def test_postgresql_triggers_and_advisory_lock() -> None:
     for statement in ("UPDATE audit SET actor = 'x'", "DELETE FROM audit", "TRUNCATE audit"):
         with engines[0].connect() as conn, pytest.raises(DBAPIError, match="append-only"):
             conn.execute(text(statement))
+    for engine in engines:
+        engine.dispose()
 
 
 def test_no_content_leaves_when_the_row_cannot_be_written() -> None:

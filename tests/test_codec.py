@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import stat
 import uuid
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from google.protobuf import json_format
 from sqlmodel import Session
@@ -20,15 +20,18 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.projection import write_case
 from api import codec as codec_api
+from domain.lifecycle import new_case
 from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.tables import StaffRow
 from settings import Settings
+from tests.apps import router_client
 from tests.conftest import running_worker
-from tests.factories import case_create_body
+from tests.factories import case_create_body, ctx
 from workflows.case import FamilyCaseWorkflow
 from workflows.codec import (
     ENCODING,
@@ -209,23 +212,49 @@ async def test_history_is_encrypted_at_rest(ts_env: WorkflowEnvironment, setting
 
 
 UI = "http://127.0.0.1:8233"
+CASE_OF_ANNA = "9b1c0000-0000-4000-8000-0000000000a1"
+CASE_OF_NOBODY = "9b1c0000-0000-4000-8000-0000000000b2"
+
+
+class RecordAuditIds:
+    """What the audit middleware does first: a list the endpoints add case ids to."""
+
+    def __init__(self, app, seen: list) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["audit_case_ids"] = ids = []
+            await self.app(scope, receive, send)
+            self.seen.append(ids)
+            return
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture
-def http(settings: Settings) -> Iterator[TestClient]:
-    app = FastAPI()
-    app.include_router(codec_api.router)
-    app.state.settings = settings
-    app.state.engine = get_engine(settings.db_url)
+def audited() -> list:
+    return []
+
+
+@pytest.fixture
+def http(settings: Settings, audited: list) -> Iterator[TestClient]:
+    engine = get_engine(settings.db_url)
     now = datetime.now(UTC)
-    with Session(app.state.engine) as session:
-        for sid, role in (("maria", "manager"), ("anna", "coordinator")):
+    with Session(engine) as session:
+        for sid, role in (("admin", "admin"), ("maria", "manager"), ("anna", "coordinator")):
             session.add(
                 StaffRow(id=sid, name=sid, discipline="x", department="x", roles=[role], created_at=now)
             )
+        for case_id, coordinator in ((CASE_OF_ANNA, "anna"), (CASE_OF_NOBODY, "bo")):
+            state = new_case(case_id, CaseCreate.model_validate(case_create_body()), ctx(ADMIN))
+            state.coordinator_id = coordinator
+            write_case(session, state, now)
         session.commit()
-    # Seen from 127.0.0.1, like the browser running the Temporal UI on this machine.
-    with TestClient(app, client=("127.0.0.1", 50000)) as client:
+    # Seen from 127.0.0.1 (a trusted proxy of trusted-header mode), like the browser running
+    # the Temporal UI on this machine.
+    client = router_client(engine, settings, codec_api.router)
+    client.app.add_middleware(RecordAuditIds, seen=audited)
+    with client:
         yield client
 
 
@@ -243,30 +272,36 @@ def parse(data: dict) -> list[Payload]:
     return list(json_format.ParseDict(data, Payloads()).payloads)
 
 
-async def test_codec_endpoint_round_trip_for_a_manager(http: TestClient, settings: Settings) -> None:
+async def test_codec_endpoint_round_trip_for_an_admin(http: TestClient, settings: Settings) -> None:
     encrypted = await server_codec(settings).encode([plain("Family Jensen")])
-    res = http.post("/codec/decode", json=body(encrypted), headers={"X-User": "maria"})
+    res = http.post("/codec/decode", json=body(encrypted), headers={"X-User": "admin"})
     assert res.status_code == 200, res.text
     assert parse(res.json()) == [plain("Family Jensen")]
-    res = http.post("/codec/encode", json=body([plain("x")]), headers={"X-User": "maria"})
+    res = http.post("/codec/encode", json=body([plain("x")]), headers={"X-User": "admin"})
     assert res.status_code == 200
     assert parse(res.json())[0].metadata["encoding"] == ENCODING
 
 
-async def test_codec_endpoint_for_the_temporal_ui_on_loopback(http: TestClient, settings: Settings) -> None:
+async def test_the_temporal_ui_origin_on_loopback_is_no_identity(http: TestClient,
+                                                                 settings: Settings) -> None:
+    """A local process can forge `Origin` and a loopback peer: neither decrypts anything."""
     encrypted = await server_codec(settings).encode([plain("Family Jensen")])
     pre = http.options(
         "/codec/decode",
         headers={
             "Origin": UI,
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace",
+            "Access-Control-Request-Headers": "content-type,x-namespace,authorization",
         },
     )
     assert pre.status_code == 204
     assert pre.headers["access-control-allow-origin"] == UI
-    assert "X-Namespace" in pre.headers["access-control-allow-headers"]
+    assert "Authorization" in pre.headers["access-control-allow-headers"]
     res = http.post("/codec/decode", json=body(encrypted), headers={"Origin": UI, "X-Namespace": "default"})
+    assert res.status_code == 401 and "Jensen" not in res.text
+    # The UI signs in like anyone else (here the trusted header of an admin): then it decodes.
+    res = http.post("/codec/decode", json=body(encrypted),
+                    headers={"Origin": UI, "X-Namespace": "default", "X-User": "admin"})
     assert res.status_code == 200 and res.headers["access-control-allow-origin"] == UI
     assert parse(res.json()) == [plain("Family Jensen")]
 
@@ -276,19 +311,57 @@ def test_codec_endpoint_refusals(http: TestClient, settings: Settings) -> None:
     assert http.post("/codec/decode", json=payload).status_code == 401
     assert http.post("/codec/decode", json=payload, headers={"X-User": "nobody"}).status_code == 401
     assert http.post("/codec/decode", json=payload, headers={"X-User": "anna"}).status_code == 403
+    # A manager reads their unit's cases, not every payload of every case.
+    assert http.post("/codec/decode", json=payload, headers={"X-User": "maria"}).status_code == 403
+    assert http.post("/codec/encode", json=payload, headers={"X-User": "maria"}).status_code == 403
     # Another website in the same browser: wrong origin, and no CORS headers to read the answer.
     evil = http.post("/codec/decode", json=payload, headers={"Origin": "http://evil.example"})
     assert evil.status_code == 401 and "access-control-allow-origin" not in evil.headers
-    # The UI origin from another machine is not trusted.
+    # Another machine is not a trusted proxy: its X-User is nobody.
     remote = TestClient(http.app, client=("192.0.2.7", 50000))
-    assert remote.post("/codec/decode", json=payload, headers={"Origin": UI}).status_code == 401
+    assert remote.post("/codec/decode", json=payload, headers={"X-User": "admin"}).status_code == 401
     # Errors still carry CORS headers so the UI can show them.
-    bad = http.post("/codec/decode", json={"payloads": "nope"}, headers={"Origin": UI})
+    bad = http.post("/codec/decode", json={"payloads": "nope"}, headers={"Origin": UI, "X-User": "admin"})
     assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == UI
 
 
 async def test_codec_endpoint_names_an_unknown_key_id(http: TestClient) -> None:
     foreign = await EncryptionCodec("retired-2019", {"retired-2019": KEY_A}).encode([plain("x")])
-    res = http.post("/codec/decode", json=body(foreign), headers={"X-User": "maria"})
+    res = http.post("/codec/decode", json=body(foreign), headers={"X-User": "admin"})
     assert res.status_code == 400 and "retired-2019" in res.json()["detail"]
     assert base64.b64encode(KEY_A).decode() not in res.text
+
+
+def named(case_id: str, shape: str) -> Payload:
+    value = {"case_id": {"case_id": case_id, "actor": {"id": "anna"}},
+             "state": {"id": case_id, "stage": "referred", "version": 3},
+             "item": {"actor": {"id": "board"}, "item_id": f"{case_id}-1"}}[shape]
+    return plain(json.dumps(value))
+
+
+async def test_decoded_payloads_naming_a_case_are_audited(http: TestClient, settings: Settings,
+                                                          audited: list) -> None:
+    other = str(uuid.uuid4())
+    payloads = [named(CASE_OF_ANNA, "case_id"), named(CASE_OF_NOBODY, "state"),
+                named(other, "item"), plain("not json"), named(CASE_OF_ANNA, "state")]
+    encrypted = await server_codec(settings).encode(payloads)
+    res = http.post("/codec/decode", json=body(encrypted), headers={"X-User": "admin"})
+    assert res.status_code == 200, res.text
+    assert audited[-1] == [CASE_OF_ANNA, CASE_OF_NOBODY, other]
+    res = http.post("/codec/decode", json=body(await server_codec(settings).encode([plain("x")])),
+                    headers={"X-User": "admin"})
+    assert res.status_code == 200 and audited[-1] == []
+
+
+async def test_decoded_payloads_follow_the_read_rule_of_their_case(
+        http: TestClient, settings: Settings, audited: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Should the policy ever let more than admins decrypt, each case still decides.
+    monkeypatch.setattr(codec_api, "may_decrypt", lambda actor: True)
+    codec = server_codec(settings)
+    mine = await codec.encode([named(CASE_OF_ANNA, "case_id")])
+    assert http.post("/codec/decode", json=body(mine), headers={"X-User": "anna"}).status_code == 200
+    for case_id in (CASE_OF_NOBODY, str(uuid.uuid4())):  # another's case; one nobody knows
+        theirs = await codec.encode([named(case_id, "state")])
+        res = http.post("/codec/decode", json=body(theirs), headers={"X-User": "anna"})
+        assert res.status_code == 403 and "Jensen" not in res.text, res.text
+        assert audited[-1] == [case_id]

@@ -177,7 +177,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     from tests.e2e_stack import Stack  # here, not at the top: see the module docstring
     from tests.factories import STAFF
 
-    s = Stack(Path(tmp_path_factory.mktemp("fuzz")) / "data")
+    s = Stack(Path(tmp_path_factory.mktemp("fuzz")) / "data", auth="trusted-header")
     try:
         await s.start()
         async with httpx.AsyncClient(base_url=s.base_url, headers={"X-User": "admin"},

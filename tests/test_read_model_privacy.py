@@ -1,6 +1,7 @@
 """No names, diagnoses or notes in plaintext in the read model (DESIGN §9 "Files at rest",
 issue 8 point 5): sealed columns (models/sealed.py), keyed hashes for `q` and for duplicate
-detection, legacy plaintext rows still readable. A real SQLite read model, read raw."""
+detection, legacy plaintext rows still readable. A real read model, read raw: SQLite (its
+files on disk) and PostgreSQL (every row as the server stores it; `db_url`, tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -63,8 +64,18 @@ def build(family: str = FAMILY, child: str = CHILD, birth: str = "2015-03-02",
 
 
 @pytest.fixture
+def settings(settings: Settings, db_url: str) -> Settings:
+    """The same data dir (its keys), the read model on SQLite and on PostgreSQL."""
+    return settings.model_copy(update={"database_url": db_url})
+
+
+@pytest.fixture
 def engine(settings: Settings):
     return get_engine(settings.db_url)
+
+
+def on_sqlite(settings: Settings) -> bool:
+    return settings.db_url.startswith("sqlite")
 
 
 def project(engine, *states: CaseState) -> None:
@@ -79,7 +90,13 @@ def db_path(settings: Settings) -> Path:
 
 
 def raw_bytes(settings: Settings) -> bytes:
-    """Everything SQLite has on disk: the database file, its WAL and shared memory."""
+    """Everything SQLite has on disk: the database file, its WAL and shared memory. On
+    PostgreSQL: every row of every table as the server holds it (no ORM decoding)."""
+    if not on_sqlite(settings):
+        with get_engine(settings.db_url).connect() as conn:
+            tables = conn.exec_driver_sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            return b"\n".join(row.encode() for (table,) in tables.all() for (row,) in conn.exec_driver_sql(
+                f'SELECT row_to_json(t)::text FROM "{table}" t'))
     path = db_path(settings)
     return b"".join(Path(f"{path}{s}").read_bytes() for s in ("", "-wal", "-shm")
                     if Path(f"{path}{s}").exists())
@@ -94,8 +111,18 @@ def assert_no_secrets(data: bytes) -> None:
 
 
 def raw_query(settings: Settings, sql: str, *args) -> list[tuple]:
-    with sqlite3.connect(db_path(settings)) as conn:
-        return conn.execute(sql, args).fetchall()
+    """SQL with `?` placeholders straight to the driver (sqlite3 / psycopg), committed."""
+    if on_sqlite(settings):
+        with sqlite3.connect(db_path(settings)) as conn:
+            return conn.execute(sql, args).fetchall()
+    with get_engine(settings.db_url).begin() as conn:
+        result = conn.exec_driver_sql(sql.replace("?", "%s"), args)
+        return [tuple(row) for row in result] if result.returns_rows else []
+
+
+def raw_json(settings: Settings, value):
+    """A JSON column read raw: SQLite hands back its text, psycopg the decoded value."""
+    return json.loads(value) if on_sqlite(settings) else value
 
 
 def ids(engine, q: str) -> set[str]:
@@ -110,13 +137,14 @@ def test_a_projected_case_leaves_no_names_diagnoses_or_notes_on_disk(engine, set
     state = build()
     project(engine, state)
     assert_no_secrets(raw_bytes(settings))  # the WAL holds the fresh pages
-    with sqlite3.connect(db_path(settings)) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert_no_secrets(raw_bytes(settings))  # ...and the main file once checkpointed
+    if on_sqlite(settings):
+        with sqlite3.connect(db_path(settings)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert_no_secrets(raw_bytes(settings))  # ...and the main file once checkpointed
 
     (family_name, document, search_text), = raw_query(
         settings, "SELECT family_name, document, search_text FROM cases WHERE id = ?", state.id)
-    assert family_name.startswith("v1:") and json.loads(document).startswith("v1:")
+    assert family_name.startswith("v1:") and raw_json(settings, document).startswith("v1:")
     assert search_text.startswith(",") and all(len(h) == 32 for h in search_text.strip(",").split(","))
     keys = [k for (k,) in raw_query(settings, "SELECT person_key FROM case_persons WHERE case_id = ?",
                                     state.id)]
@@ -238,22 +266,24 @@ def test_rows_written_before_sealing_are_still_read_and_sealed_on_the_next_proje
         engine, settings) -> None:
     state = build()
     legacy_doc = state.model_dump(mode="json")
-    with sqlite3.connect(db_path(settings)) as conn:  # as an older version wrote it
-        conn.execute(
-            "INSERT INTO cases (id, version, stage, coordinator_id, unit, family_name, search_text,"
-            " team_text, received_at, created_at, stage_since, document, updated_at) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (state.id, state.version, state.stage.value, "anna", "children_disability", FAMILY,
-             f"{FAMILY} {CHILD} {PARENT}".lower(), ",anna,", "2026-11-20 09:00:00.000000",
-             "2026-11-23 10:00:00.000000", "2026-11-23 10:00:00.000000", json.dumps(legacy_doc),
-             "2026-11-23 10:00:00.000000"))
-        conn.execute("INSERT INTO case_persons (case_id, person_key) VALUES (?, ?)",
-                     (state.id, "emilie kvistgaard|2015-03-02"))
-        conn.execute("INSERT INTO notifications (id, key, case_id, channel, recipient_id,"
-                     " recipient_role, purpose, template, language, status, attempts, created_at,"
-                     " updated_at, subject, body) VALUES (?, ?, ?, 'in_app', 'anna', 'coordinator',"
-                     " 'x', 'x', 'da', 'sent', 1, '2026-11-23 10:00:00', '2026-11-23 10:00:00', ?, ?)",
-                     ("n-legacy", "legacy", state.id, f"Om {FAMILY}", f"{CHILD}: {NOTE}"))
+    utc = "" if on_sqlite(settings) else "+00"  # PostgreSQL: timestamptz, SQLite: naive UTC text
+    raw_query(  # as an older version wrote it
+        settings,
+        "INSERT INTO cases (id, version, stage, coordinator_id, unit, family_name, search_text,"
+        " team_text, received_at, created_at, stage_since, document, updated_at) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        state.id, state.version, state.stage.value, "anna", "children_disability", FAMILY,
+        f"{FAMILY} {CHILD} {PARENT}".lower(), ",anna,", "2026-11-20 09:00:00.000000" + utc,
+        "2026-11-23 10:00:00.000000" + utc, "2026-11-23 10:00:00.000000" + utc, json.dumps(legacy_doc),
+        "2026-11-23 10:00:00.000000" + utc)
+    raw_query(settings, "INSERT INTO case_persons (case_id, person_key) VALUES (?, ?)",
+              state.id, "emilie kvistgaard|2015-03-02")
+    raw_query(settings, "INSERT INTO notifications (id, key, case_id, channel, recipient_id,"
+              " recipient_role, purpose, template, language, status, attempts, created_at,"
+              " updated_at, subject, body) VALUES (?, ?, ?, 'in_app', 'anna', 'coordinator',"
+              " 'x', 'x', 'da', 'sent', 1, ?, ?, ?, ?)",
+              "n-legacy", "legacy", state.id, "2026-11-23 10:00:00" + utc, "2026-11-23 10:00:00" + utc,
+              f"Om {FAMILY}", f"{CHILD}: {NOTE}")
     with Session(engine) as session:
         row = session.get(CaseRow, state.id)
         assert row.family_name == FAMILY

@@ -1,6 +1,6 @@
-"""The dashboard's index over a real SQLite read model (stuck list, acknowledgements,
-counts, metrics), the monthly report's figures, and MonthlyReportWorkflow on the real
-time-skipping test server."""
+"""The dashboard's index over a real read model, SQLite and PostgreSQL (stuck list,
+acknowledgements, counts, metrics; `db_url`, tests/postgres.py), the monthly report's figures,
+and MonthlyReportWorkflow on the real time-skipping test server."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def project(engine, *states) -> None:
 
 
 @pytest.fixture
-def engine(settings: Settings):
+def engine(db_url: str):
     watch.forget_watermarks()
-    e = get_engine(settings.db_url)
+    e = get_engine(db_url)
     seed_staff(e)
     return e
 
