@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps pgdeps clean distclean
+.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps pgdeps rebuild-read-model backup \
+	clean distclean
 
 run: install
 	$(PY) -m launcher
@@ -34,6 +35,16 @@ bench: install
 
 bench-dashboard: install
 	$(PY) -m bench.dashboard
+
+# The read model's cases again from the workflows (Query / result of every case), while the
+# system runs; safe to repeat. After a restore: `make rebuild-read-model ARGS=--replace` (docs/backup.md).
+rebuild-read-model: install
+	$(PY) -m rebuild $(ARGS)
+
+# A timestamped, owner-only folder under backups/: online copies of both SQLite databases and
+# the payload key, or pg_dump of the read model (docs/backup.md). `ARGS=--restore <folder>` restores.
+backup: install
+	$(PY) -m backup $(ARGS)
 
 install: $(STAMP)
 

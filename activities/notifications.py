@@ -93,6 +93,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.rendering import render_message
+from domain.access import DEFAULT_UNIT
 from models.messaging import (
     STAFF_ROLES,
     Channel,
@@ -104,7 +105,7 @@ from models.messaging import (
     RecipientQuery,
     RecipientRole,
 )
-from models.tables import StaffRow
+from models.tables import CaseRow, StaffRow
 from models.tables_outbox import NotificationRow
 from settings import Settings
 
@@ -364,6 +365,9 @@ class NotificationActivities:
         role = STAFF_ROLE_AS_RECIPIENT[query.role]
         with Session(self.engine) as session:
             rows = session.exec(select(StaffRow).where(StaffRow.active).order_by(StaffRow.id)).all()
+            if query.role == "manager" and query.unit is None and query.case_id is not None:
+                case = session.get(CaseRow, query.case_id)
+                query = query.model_copy(update={"unit": case.unit if case else DEFAULT_UNIT})
         return [
             Recipient(role=role, id=r.id, name=r.name, email=r.email, phone=r.phone)
             for r in rows

@@ -75,7 +75,7 @@ def _deadline_effects(state: CaseState, done: set[str]) -> list[Effect]:
                          "legal_basis": d.legal_basis},
             )
             out.append(Effect(key=request.key, notification=request,
-                              fan_out=RecipientQuery(role=role) if role else None))
+                              fan_out=RecipientQuery(role=role, case_id=state.id) if role else None))
     return out
 
 

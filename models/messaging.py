@@ -129,6 +129,8 @@ class RecipientQuery(BaseModel):
 
     role: Literal["coordinator", "team_member", "manager", "committee", "admin"]
     unit: str | None = None
+    # Managers are asked about the case's unit only (need-to-know, DESIGN §9).
+    case_id: str | None = None
 
 
 # ---------------------------------------------------------------- documents

@@ -47,6 +47,7 @@ from workflows.codec import (
     load_keys,
     make_codec,
 )
+from workflows.sealing import SealingInterceptor, seal_keyring
 
 ADMIN = Actor(id="admin", roles=["admin"])
 KEY_A = bytes(range(32))
@@ -173,7 +174,9 @@ def test_switched_off_keeps_old_data_readable(tmp_path: Path) -> None:
 
 async def test_history_is_encrypted_at_rest(ts_env: WorkflowEnvironment, settings: Settings) -> None:
     converter = data_converter(settings)
-    client = Client(ts_env.client.service_client, namespace="default", data_converter=converter)
+    # As the API's client: encrypting, and sealing its commands (the workers obey nothing else).
+    client = Client(ts_env.client.service_client, namespace="default", data_converter=converter,
+                    interceptors=[SealingInterceptor(seal_keyring(settings))])
     case_id = str(uuid.uuid4())
     create = CaseCreate.model_validate(case_create_body())
     async with running_worker(client, settings):

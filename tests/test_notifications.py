@@ -438,6 +438,20 @@ def test_resolve_recipients_by_role(engine, settings) -> None:
     assert {r.id for r in team} == {"ole", "eve"} and {r.role for r in team} == {RecipientRole.team}
 
 
+def test_escalations_reach_only_the_managers_of_the_cases_unit(engine, settings) -> None:
+    """Need-to-know (DESIGN §9): a deadline escalation about a case of one unit once reached
+    every manager of every unit."""
+    with Session(engine) as session:
+        session.get(StaffRow, "mads").unit = "adult_disability"
+        session.commit()
+        write_case(session, new_case(CASE, case_create(), ctx(actor("anna", "coordinator"))), NOW)
+        session.commit()
+    a = acts(engine, settings)
+    managers = ActivityEnvironment().run(a.resolve_recipients,
+                                         RecipientQuery(role="manager", case_id=CASE))
+    assert [r.id for r in managers] == ["maria"]
+
+
 # ---------------------------------------------------------------- meeting invitations (.ics)
 
 

@@ -22,6 +22,7 @@ from domain.policy import DK
 from models.case import Actor, Stage
 from models.commands import CommandInput
 from models.db import get_engine
+from models.tables import StaffRow
 from models.tables_reporting import MonthlyReportRow, StuckKindCountRow
 from settings import Settings
 from tests.apps import router_client
@@ -200,10 +201,17 @@ def test_metrics_and_pages_answer_over_the_read_model(engine, settings: Settings
         stuck = client.get("/api/v1/dashboard/stuck", headers={"X-User": "mia"}).json()
         assert stuck["total"] == 1 and stuck["items"][0]["case_id"] == late.id
         assert {"kind", "since", "owner", "detail"} <= set(stuck["items"][0]["reasons"][0])
-        assert client.get("/api/v1/dashboard/stuck", headers={"X-User": "coord003"}).json()["total"] == 0
+        # A coordinator sees the unassigned cases of their unit (to take one), no others.
+        assert client.get("/api/v1/dashboard/stuck", headers={"X-User": "coord003"}).json()["total"] == 1
+        with Session(engine) as session:
+            session.add(StaffRow(id="outsider", name="Other unit", discipline="social_worker",
+                                 department="adult_disability", unit="adult_disability",
+                                 roles=["coordinator"], created_at=datetime.now(UTC)))
+            session.commit()
+        assert client.get("/api/v1/dashboard/stuck", headers={"X-User": "outsider"}).json()["total"] == 0
         case_page = client.get(f"/cases/{late.id}", headers={"X-User": "mia"})
         assert case_page.status_code == 200 and "Reassign the coordinator" in case_page.text
-        assert client.get(f"/cases/{late.id}", headers={"X-User": "coord003"}).status_code == 403
+        assert client.get(f"/cases/{late.id}", headers={"X-User": "outsider"}).status_code == 403
         assert client.get(f"/cases/{uuid.uuid4()}", headers={"X-User": "mia"}).status_code == 404
 
 
