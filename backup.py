@@ -2,8 +2,8 @@
 with what a restore needs (docs/backup.md):
 
 1. the embedded Temporal dev server's database (`<data dir>/temporal.db`), an online copy by
-   SQLite's backup API, taken FIRST (a cluster at TEMPORAL_ADDRESS is backed up where it runs:
-   pg_dump of `temporal` and `temporal_visibility`);
+   SQLite's backup API, taken FIRST (without that file, a cluster at TEMPORAL_ADDRESS is backed
+   up where it runs: pg_dump of `temporal` and `temporal_visibility`);
 2. the read model, taken after it: SQLite's online backup API (`onefamily.db`), or
    `pg_dump -Fc` of DATABASE_URL (`read-model.dump`);
 3. the payload key `<data dir>/encryption.key`: WITHOUT IT NOTHING IS READABLE, neither the
@@ -138,12 +138,16 @@ def backup(settings: Settings, root: Path, now: datetime | None = None) -> Path:
     folder.mkdir(mode=0o700)
     notes: list[str] = []
 
-    if settings.temporal_address is None:
-        sqlite_backup(settings.data_dir / TEMPORAL_DB, folder / TEMPORAL_DB)
-    else:
+    temporal = settings.data_dir / TEMPORAL_DB  # the embedded dev server's, when there is one
+    if temporal.exists():
+        sqlite_backup(temporal, folder / TEMPORAL_DB)
+    elif settings.temporal_address:
         notes.append(f"Temporal at {settings.temporal_address} is not in this folder: back up its "
                      "databases where it runs (pg_dump of temporal and temporal_visibility), before "
                      "the read model.")
+    else:
+        shutil.rmtree(folder)
+        raise BackupError(f"no {temporal}: is ONEFAMILY_DATA_DIR the data dir of `make run`?")
 
     path = sqlite_path(settings.db_url)
     if path is not None:
@@ -166,7 +170,7 @@ def backup(settings: Settings, root: Path, now: datetime | None = None) -> Path:
              for p in sorted(folder.iterdir()) if p.is_file()}
     manifest = {"created_at": now.isoformat(), "data_dir": str(settings.data_dir.resolve()),
                 "read_model": "sqlite" if path is not None else "postgresql",
-                "temporal": "embedded" if settings.temporal_address is None else settings.temporal_address,
+                "temporal": "embedded" if temporal.exists() else settings.temporal_address,
                 "files": files, "notes": notes}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return folder

@@ -17,11 +17,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+import logjson
 from activities.committee import CommitteeActivities
 from activities.documents import DocumentActivities
 from activities.notifications import NotificationActivities
 from activities.projection import ProjectionActivities
 from activities.report import ReportActivities
+from activities.sweep import SweepActivities
+from api.watch import WatchConfig
 from domain import command_seal
 from models.db import get_engine, init_read_model, migrate, private_data_dir
 from settings import Settings, get_settings
@@ -30,8 +33,9 @@ from workflows.client import connect
 from workflows.committee import VisitationCommitteeWorkflow
 from workflows.report import MonthlyReportWorkflow, ensure_report_schedule
 from workflows.sealing import seal_keyring
+from workflows.sweeper import StuckSweeperWorkflow, ensure_sweeper_schedule
 
-WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow]
+WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow, StuckSweeperWorkflow]
 
 # Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
 # modules lazily and reads the local time for its defaults, which the sandbox forbids.
@@ -49,6 +53,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
     reports = ReportActivities(engine, settings.country)
     notifications = NotificationActivities(engine, settings)
+    sweep = SweepActivities(client, engine)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -62,6 +67,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
             notifications.resolve_recipients,
             reports.build_monthly_report,
             reports.send_monthly_report,
+            sweep.watch_stuck,
         ],
         activity_executor=executor,
         max_cached_workflows=settings.max_cached_workflows,
@@ -97,7 +103,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description="OneFamily worker")
     parser.add_argument("--role", choices=["all", "cases", "documents"], default="all")
     role = parser.parse_args().role
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    logjson.configure(f"worker-{role}")  # JSON lines, no personal data (logjson.py)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations ran in the launcher
     settings = get_settings()
     private_data_dir(settings.data_dir)  # umask 077; the data dir 0700, its files 0600
@@ -105,6 +111,8 @@ async def main() -> None:
     client = await connect(settings)
     if role != "documents":
         await ensure_report_schedule(client, settings)  # idempotent; not on the test server
+        # The stuck index and technical sweep: once per deployment (workflows/sweeper.py).
+        await ensure_sweeper_schedule(client, settings, enabled=WatchConfig.from_env().index_every > 0)
     with ThreadPoolExecutor(max_workers=16) as executor:
         workers = build_workers(client, settings, executor, role)
         logging.info("worker (%s) polling %s at %s", role,

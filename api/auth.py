@@ -20,6 +20,7 @@ import binascii
 import ipaddress
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import parse_qs
@@ -238,6 +239,10 @@ class AuthMiddleware:
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _reply(send, 413, f"The request body is larger than {limit} bytes.")
             return
+        if nul_in_address(scope):  # PostgreSQL refuses NUL in text: a 422 here, never a 500 there
+            await _reply(send, 422, "The address contains a NUL character (%00), which no id, name or "
+                                    "search term can hold.")
+            return
         body: bytes | None = None
         if method not in SAFE_METHODS:
             chunks, size = [], 0
@@ -254,6 +259,10 @@ class AuthMiddleware:
                 if not message.get("more_body"):
                     break
             body = b"".join(chunks)
+            if nul_in_body(headers.get("content-type", ""), body):  # PostgreSQL refuses NUL in text
+                await _reply(send, 422, "The request body contains a NUL character (\\u0000), which no "
+                                        "field can hold.")
+                return
             ambient = res.via == "session" and path not in CSRF_EXEMPT
             if ambient and not _csrf_ok(headers, body, res.csrf_token):
                 await _reply(send, 403, "The security token (CSRF) of this form or request is "
@@ -272,6 +281,24 @@ class AuthMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+# A JSON \u0000 escape: preceded by an even number of backslashes (none included).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def nul_in_address(scope: Scope) -> bool:
+    query = scope.get("query_string", b"")
+    return "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query
+
+
+def nul_in_body(content_type: str, body: bytes) -> bool:
+    """Does a JSON or form body carry a NUL character? (Multipart bodies carry files.)"""
+    if content_type.startswith("multipart/"):
+        return False
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return b"%00" in body or b"\x00" in body
+    return b"\x00" in body or _JSON_NUL.search(body) is not None
 
 
 def _csrf_ok(headers: dict[str, str], body: bytes, expected: str | None) -> bool:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlmodel import Session
 
+import logjson
 from api import (
     audit,
     auth,
@@ -33,6 +34,7 @@ from api.auth import AuthMiddleware, log_mode
 from api.credentials import bootstrap_admin_password
 from api.errors import validation_handler
 from api.hardening import HardeningMiddleware
+from api.unavailable import DatabaseUnavailableMiddleware
 from models.db import get_engine, init_read_model, migrate, private_data_dir
 from settings import Settings, get_settings
 from workflows.client import connect
@@ -89,10 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # Swagger UI loads from a CDN: not under our CSP
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
-    # Starlette runs the middleware added last first: hardening -> auth -> metrics -> audit -> the app.
+    # Starlette runs the middleware added last first: hardening -> database down (503) -> auth ->
+    # metrics -> audit -> the app.
     app.add_middleware(AuditMiddleware)
     app.add_middleware(metrics.CommandLatencyMiddleware)
     app.add_middleware(AuthMiddleware)
+    app.add_middleware(DatabaseUnavailableMiddleware)  # the read model down: 503, not 500
     app.add_middleware(HardeningMiddleware, settings=settings)  # Host, headers, access log
     for router in (audit.router, auth.router, login.router, oidc.router, staff.router,
                    cases.router, committee.router, dashboard.router, policy.router,
@@ -127,4 +131,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+logjson.configure("api")  # uvicorn's workers: JSON log lines without personal data (logjson.py)
 app = create_app()

@@ -15,8 +15,8 @@ the browser says they come from another site (Origin header), on top of SameSite
 
 Everything is read from the read model and the dashboard's index (`api.watch`), never by
 asking every workflow; the case page asks its one workflow (a Query) for the live state and
-falls back on the read model. Including this router also starts the background task that
-keeps the index current and runs the technical checks (its lifespan).
+falls back on the read model. The index's background work runs in a case worker, once per
+deployment (workflows/sweeper.py), never in the API processes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import uuid
-from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -72,19 +71,10 @@ REASON_KINDS = (["overdue"] + [f"{OVERDUE_PREFIX}{k.value}" for k in DeadlineKin
                 + list(BUSINESS_KINDS) + list(TECHNICAL_KINDS))
 
 
-@asynccontextmanager
-async def _lifespan(app):
-    task = None
-    if watch._env_float("ONEFAMILY_STUCK_INDEX_SECONDS", 5) > 0 and hasattr(app.state, "engine"):
-        task = asyncio.create_task(watch.watch_loop(app))
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
-
-
-router = APIRouter(include_in_schema=False, lifespan=_lifespan)
+# No lifespan: the index's background rounds and the technical sweep run once per
+# deployment in a case worker (workflows/sweeper.py), not in each API process; the pages
+# call watch.catch_up() before reading (read-your-writes).
+router = APIRouter(include_in_schema=False)
 
 
 # ---------------------------------------------------------------- plumbing

@@ -4,29 +4,39 @@
    (`domain.stuck.watch_points`, each with the instant it fires) and its funding lines, in
    `case_watch` / `case_funding`. `catch_up()` indexes what the projection wrote since the
    last call (by `cases.updated_at`, indexed); pages call it before reading (a no-op when
-   nothing changed), the background loop calls it every few seconds, and `reconcile()`
-   compares versions of all cases now and then in case a write was missed.
-2. The technical sweep: a background task asks Temporal (describe()) about a batch of open
-   cases per round, oldest check first, plus every case that already has a technical issue
-   and every case workflow that closed recently according to visibility. Results go to
+   nothing changed: read-your-writes), the background rounds call it every few seconds, and
+   `reconcile()` compares versions of all cases now and then in case a write was missed.
+2. The technical sweep: each background round asks Temporal (describe()) about a batch of
+   open cases, oldest check first, plus every case that already has a technical issue and
+   every case workflow that closed recently according to visibility. Results go to
    `technical_issues`. With 10,000 open cases and the defaults (200 per 30 s) a full sweep
    takes 25 minutes; a workflow someone terminated shows within one round.
 
-Configuration (environment): ONEFAMILY_STUCK_INDEX_SECONDS (5),
-ONEFAMILY_STUCK_CHECK_SECONDS (30; 0 turns the technical sweep off),
-ONEFAMILY_STUCK_CHECK_BATCH (200), ONEFAMILY_STUCK_CHECK_CONCURRENCY (8).
+The background rounds (`watch_rounds`) run ONCE per deployment, never in the API processes:
+in the case worker that holds the stuck sweeper's activity (workflows/sweeper.py: a Temporal
+Schedule, overlap SKIP, starts the sweeper; activities/sweep.py runs the rounds and
+heartbeats, so another case worker takes over when that one dies). Writers of the index in
+different processes (the sweeper, each API process's catch_up) are serialized: on PostgreSQL
+by a transaction-scoped advisory lock, on SQLite by its single writer.
+
+Configuration (environment of the case workers): ONEFAMILY_STUCK_INDEX_SECONDS (5; 0 turns
+the background rounds off), ONEFAMILY_STUCK_CHECK_SECONDS (30; 0 turns the technical sweep
+off), ONEFAMILY_STUCK_CHECK_BATCH (200), ONEFAMILY_STUCK_CHECK_CONCURRENCY (8).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, false, func, insert, or_, select, update
+from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.api.common.v1 import WorkflowExecution
@@ -67,6 +77,15 @@ MARGIN = timedelta(seconds=10)
 
 _lock = threading.Lock()
 _watermarks: dict[str, datetime | None] = {}
+# PostgreSQL: one advisory lock key for the writers of the index (8 bytes of a fixed hash).
+INDEX_LOCK_KEY = int.from_bytes(hashlib.sha256(b"onefamily.watch").digest()[:8], "big", signed=True)
+
+
+def _exclusive(session: Session) -> None:
+    """First statement of a transaction that writes the index: waits for any other process's
+    writer on PostgreSQL (released at commit/rollback). SQLite has one writer anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INDEX_LOCK_KEY})
 
 
 def _env_float(name: str, default: float) -> float:
@@ -241,6 +260,7 @@ def acknowledge(engine: Engine, case_id: str, kind: str, since: datetime, by: st
     """Record a manager's acknowledgement of one reason occurrence and mark it everywhere."""
     now = now or utcnow()
     with _lock, Session(engine) as session:
+        _exclusive(session)
         session.execute(insert(ACKS).values(case_id=case_id, kind=kind, since=since, acked_by=by,
                                             acked_at=now, note=note))
         match = (WATCH.c.case_id == case_id, WATCH.c.kind == kind, WATCH.c.since == since)
@@ -272,6 +292,7 @@ def catch_up(engine: Engine, limit: int = 500, now: datetime | None = None) -> i
     now = now or utcnow()
     key = str(engine.url)
     with _lock, Session(engine) as session:
+        _exclusive(session)
         if key not in _watermarks:
             _watermarks[key] = session.execute(select(func.max(INDEX.c.source_updated_at))).scalar()
         mark = _watermarks[key]
@@ -313,6 +334,7 @@ def reconcile(engine: Engine, batch: int = 1000, now: datetime | None = None) ->
     done = 0
     while True:
         with _lock, Session(engine) as session:
+            _exclusive(session)
             ids = list(session.execute(
                 select(CASES.c.id).select_from(CASES.outerjoin(INDEX, INDEX.c.case_id == CASES.c.id))
                 .where(or_(INDEX.c.version.is_(None), INDEX.c.version != CASES.c.version))
@@ -430,6 +452,7 @@ def _candidates(engine: Engine, batch: int, extra: set[str]) -> list[str]:
 def _store_technical(engine: Engine, results: dict[str, list[stuck.Reason]], now: datetime) -> None:
     ids = list(results)
     with _lock, Session(engine) as session:
+        _exclusive(session)
         still_open = set()
         for chunk in _chunks(ids, 500):
             still_open |= set(session.execute(
@@ -490,35 +513,74 @@ async def technical_sweep(client: Client, engine: Engine, *, batch: int = 200, c
     return results
 
 
-# ---------------------------------------------------------------- the background loop
+# ---------------------------------------------------------------- the background rounds
 
 
-async def watch_loop(app) -> None:
-    """Runs in the API process (started by the pages router's lifespan)."""
-    index_every = _env_float("ONEFAMILY_STUCK_INDEX_SECONDS", 5)
-    check_every = _env_float("ONEFAMILY_STUCK_CHECK_SECONDS", 30)
-    batch = int(_env_float("ONEFAMILY_STUCK_CHECK_BATCH", 200))
-    concurrency = int(_env_float("ONEFAMILY_STUCK_CHECK_CONCURRENCY", 8))
-    engine = app.state.engine
-    last_reconcile = last_check = 0.0
+@dataclass(frozen=True)
+class WatchConfig:
+    index_every: float = 5
+    check_every: float = 30
+    batch: int = 200
+    concurrency: int = 8
+    reconcile_every: float = 300
+
+    @classmethod
+    def from_env(cls) -> WatchConfig:
+        return cls(
+            index_every=_env_float("ONEFAMILY_STUCK_INDEX_SECONDS", 5),
+            check_every=_env_float("ONEFAMILY_STUCK_CHECK_SECONDS", 30),
+            batch=max(1, int(_env_float("ONEFAMILY_STUCK_CHECK_BATCH", 200))),
+            concurrency=max(1, int(_env_float("ONEFAMILY_STUCK_CHECK_CONCURRENCY", 8))),
+        )
+
+
+async def watch_rounds(client: Client | None, engine: Engine, config: WatchConfig, *,
+                       duration: float, on_round: Callable[[dict], None] | None = None) -> dict:
+    """The background work for `duration` seconds: every `index_every` seconds index what
+    was projected (a full reconcile() every `reconcile_every`), and every `check_every` a
+    technical sweep. Called by the stuck sweeper's activity (activities/sweep.py), in one
+    process per deployment. A failing round (the database down) is logged and the next one
+    tries again. Returns totals."""
+    totals = {"rounds": 0, "indexed": 0, "reconciles": 0, "technical_rounds": 0, "checked": 0,
+              "failed_rounds": 0}
+    if config.index_every <= 0:
+        return totals
+    ends = time.monotonic() + duration
+    last_reconcile = last_check = float("-inf")
     last_check_at: datetime | None = None
     while True:
+        indexed = checked = 0
+        technical = False
         try:
-            if time.monotonic() - last_reconcile > 300:
-                await asyncio.to_thread(reconcile, engine)
+            if time.monotonic() - last_reconcile >= config.reconcile_every:
+                indexed = await asyncio.to_thread(reconcile, engine)
                 last_reconcile = time.monotonic()
+                totals["reconciles"] += 1
             else:
-                await asyncio.to_thread(catch_up, engine, 2000)
-            client = getattr(app.state, "temporal", None)
-            if check_every > 0 and client is not None and time.monotonic() - last_check >= check_every:
+                indexed = await asyncio.to_thread(catch_up, engine, 2000)
+            if (config.check_every > 0 and client is not None
+                    and time.monotonic() - last_check >= config.check_every):
                 started = utcnow()
                 closed_since = (last_check_at or started - timedelta(hours=1)) - timedelta(minutes=1)
-                await technical_sweep(client, engine, batch=batch, concurrency=concurrency,
-                                      closed_since=closed_since)
+                found = await technical_sweep(client, engine, batch=config.batch,
+                                              concurrency=config.concurrency, closed_since=closed_since)
                 last_check, last_check_at = time.monotonic(), started
+                technical, checked = True, len(found)
+                totals["technical_rounds"] += 1
+                log.debug("technical sweep", extra={"checked": checked,
+                                                    "with_issues": sum(1 for r in found.values() if r)})
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the loop must survive a bad round
+        except Exception:  # noqa: BLE001 - the rounds must survive a bad round (database down)
+            totals["failed_rounds"] += 1
             log.exception("stuck watch round failed")
-        await asyncio.sleep(index_every)
-
+        totals["rounds"] += 1
+        totals["indexed"] += indexed
+        totals["checked"] += checked
+        log.debug("stuck round", extra={"indexed": indexed, "technical": technical})
+        if on_round is not None:
+            on_round(totals)
+        left = ends - time.monotonic()
+        if left <= 0:
+            return totals
+        await asyncio.sleep(min(config.index_every, left))

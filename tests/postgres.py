@@ -140,6 +140,27 @@ class PostgresServer:
             self.started = False
         shutil.rmtree(self.base, ignore_errors=True)
 
+    # A database outage for the fault tests (issue 12): the server goes away and comes back on
+    # the same port with the same data and settings (from postmaster.opts). Use a server of
+    # your own (`start_server()`), not the session's `postgres_server` that other tests share.
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut), keeping its data."""
+        opts = (self.data / "postmaster.opts").read_text().strip()
+        self._restart_options = opts
+        self._run(self.tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, same port and settings."""
+        import shlex
+
+        argv = shlex.split(self._restart_options)[1:]  # without the postgres binary
+        if "-D" in argv:
+            i = argv.index("-D")
+            del argv[i:i + 2]
+        self._run(self.tool("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                  "-o", shlex.join(argv), "start", timeout=90)
+
     def url(self, database: str, user: str = USER) -> str:
         return f"postgresql+psycopg://{user}@{self.host}:{self.port}/{database}"
 

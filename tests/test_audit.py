@@ -30,7 +30,7 @@ from api import audit
 from api.audit import AuditMiddleware, Entry, append, describe, verify_chain
 from bench.dashboard import build_case
 from models.case import Actor, CaseState, Stage
-from models.db import alembic_config, get_engine, migrate
+from models.db import alembic_config, get_engine, init_read_model, migrate
 from models.tables import AUDIT_GENESIS, AuditRow, CaseRow, StaffRow
 from models.tables_outbox import DocumentRow
 from settings import Settings
@@ -94,6 +94,7 @@ def env(tmp_path, monkeypatch, db_url) -> Iterator[tuple[TestClient, object, dic
                         ONEFAMILY_ALLOWED_HOSTS="testserver", ONEFAMILY_DATA_DIR=str(tmp_path / "data"),
                         DATABASE_URL=db_url)
     migrate(settings.db_url)
+    init_read_model(settings)  # seed with the keys the app will search with
     engine = get_engine(settings.db_url)
     ids = seed(engine)
 
@@ -176,6 +177,25 @@ def test_the_actor_is_the_authenticated_principal_never_a_header(env) -> None:
     assert get(client, "ghost", f"/api/v1/cases/{ids['case']}").status_code == 401
     assert get(client, "ole", f"/api/v1/cases/{ids['case']}").status_code == 200
     assert [(r.actor, r.case_id) for r in rows(engine)] == [("ole", ids["case"])]
+
+
+def test_a_nul_character_is_a_422_on_both_databases(env) -> None:
+    """PostgreSQL refuses NUL in text (SQLite stores it): refused before any SQL, with a
+    sentence, instead of a 500 or an unwritable audit row (503)."""
+    client, engine, ids = env
+    for path, params in [(f"/api/v1/cases/{ids['case']}%00", None), ("/api/v1/cases", {"q": "a\x00"}),
+                         ("/api/v1/cases", {"coordinator_id": "anna\x00"}),
+                         ("/api/v1/dashboard/stuck", {"coordinator_id": "\x00"})]:
+        r = client.get(path, params=params, headers={"X-User": "mia"})
+        assert r.status_code == 422 and "NUL" in r.json()["detail"], (path, r.text)
+    r = client.post("/api/v1/staff", headers={"X-User": "admin"}, json={
+        "id": "nul", "name": "Nul\u0000l", "discipline": "other", "department": "x", "roles": ["manager"]})
+    assert r.status_code == 422 and "NUL" in r.json()["detail"], r.text
+    r = client.post("/api/v1/staff", headers={"X-User": "admin"}, json={  # an escaped backslash is text
+        "id": "bs", "name": "Back\\u0000slash", "discipline": "other", "department": "x",
+        "roles": ["manager"]})
+    assert r.status_code == 201, r.text
+    assert get(client, "mia", "/api/v1/cases").status_code == 200  # nothing left broken behind
 
 
 def test_principal_kind_appended_case_ids_and_the_unauthenticated() -> None:

@@ -1,0 +1,77 @@
+"""The stuck sweeper (issue 12 point 6): the dashboard's background rounds once per deployment.
+
+- StuckSweeperWorkflow runs its spans and outlives a span that failed for good (time-skipping
+  server); its history is kept for the replay test.
+- `watch_rounds` indexes, reconciles and survives rounds that fail (the database gone).
+- the API processes no longer start any background task: the pages router has no lifespan.
+The deployment-level proof (two API processes, two case workers, one sweep, the sweeper moving
+to the other worker when its worker is killed) is in tests/test_topology.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api import watch
+from models.db import get_engine, migrate
+from tests.conftest import save_history
+from worker import SANDBOX
+from workflows.sweeper import StuckSweeperWorkflow, SweeperInput, workflow_id
+
+
+async def test_sweeper_runs_its_spans_and_outlives_a_failed_one(ts_env: WorkflowEnvironment) -> None:
+    calls: list[float] = []
+
+    @activity.defn(name="watch_stuck")
+    async def watch_stuck(span_seconds: float) -> dict:
+        calls.append(span_seconds)
+        if len(calls) == 1:
+            raise ApplicationError("no database for 15 minutes", non_retryable=True)
+        return {"rounds": 3}
+
+    queue = f"test-sweeper-{uuid.uuid4().hex[:8]}"
+    async with Worker(ts_env.client, task_queue=queue, workflows=[StuckSweeperWorkflow],
+                      activities=[watch_stuck], workflow_runner=SANDBOX):
+        handle = await ts_env.client.start_workflow(
+            StuckSweeperWorkflow.run, SweeperInput(span_seconds=60, spans=3), id=workflow_id(queue),
+            task_queue=queue)
+        result = await handle.result()
+    assert result == {"spans": 2, "failed_spans": 1, "rounds": 6}
+    assert calls == [60, 60, 60]
+    await save_history(handle, "stuck_sweeper")
+
+
+async def test_rounds_index_reconcile_and_survive_a_missing_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'rm' / 'onefamily.db'}"
+    migrate(url)
+    watch.forget_watermarks()
+    config = watch.WatchConfig(index_every=0.05, check_every=0, reconcile_every=0.12)
+    seen: list[int] = []
+    totals = await watch.watch_rounds(None, get_engine(url), config, duration=0.3,
+                                      on_round=lambda t: seen.append(t["rounds"]))
+    assert totals["rounds"] >= 3 and totals["reconciles"] >= 2 and totals["failed_rounds"] == 0
+    assert seen == list(range(1, totals["rounds"] + 1))
+    assert totals["technical_rounds"] == 0  # no client, and switched off
+
+    gone = f"sqlite:///{tmp_path / 'gone' / 'nothing-here' / 'onefamily.db'}"
+    engine = get_engine(gone)
+    (tmp_path / "gone" / "nothing-here").rmdir()  # the engine made it; now there is no database
+    totals = await watch.watch_rounds(None, engine, config, duration=0.15)
+    assert totals["rounds"] >= 2 and totals["failed_rounds"] == totals["rounds"]
+
+    off = await watch.watch_rounds(None, get_engine(url), watch.WatchConfig(index_every=0), duration=5)
+    assert off["rounds"] == 0
+
+
+def test_the_api_starts_no_background_work() -> None:
+    from api import pages
+
+    # Including the pages router used to start the rounds in every API process (its lifespan).
+    assert type(pages.router.lifespan_context).__name__ == "_DefaultLifespan"
+    assert not hasattr(watch, "watch_loop")
