@@ -3,7 +3,8 @@
 - StuckSweeperWorkflow runs its spans and outlives a span that failed for good (time-skipping
   server); its history is kept for the replay test.
 - `watch_rounds` indexes, reconciles and survives rounds that fail (the database gone).
-- the API processes no longer start any background task: the pages router has no lifespan.
+- the API processes no longer start any background task: the pages router has no lifespan;
+- writers of the index in several processes take turns on PostgreSQL (advisory lock).
 The deployment-level proof (two API processes, two case workers, one sweep, the sweeper moving
 to the other worker when its worker is killed) is in tests/test_topology.py.
 """
@@ -75,3 +76,26 @@ def test_the_api_starts_no_background_work() -> None:
     # Including the pages router used to start the rounds in every API process (its lifespan).
     assert type(pages.router.lifespan_context).__name__ == "_DefaultLifespan"
     assert not hasattr(watch, "watch_loop")
+
+
+def test_index_writers_of_several_processes_take_turns_on_postgresql(postgres_server) -> None:
+    """The sweeper (a case worker) and every API process's catch_up() write the same index
+    rows: on PostgreSQL they take an advisory lock, so two never delete-and-insert at once."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    url = postgres_server.create_database(migrated=True)
+    watch.forget_watermarks()
+    other_process = create_engine(url)
+    with other_process.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": watch.INDEX_LOCK_KEY})
+        writer = threading.Thread(target=watch.catch_up, args=(get_engine(url),), daemon=True)
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive(), "catch_up() did not wait for the other writer"
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": watch.INDEX_LOCK_KEY})
+    writer.join(10)
+    assert not writer.is_alive()
+    other_process.dispose()
+    get_engine(url).dispose()

@@ -14,9 +14,11 @@ The schema is migrated once before anything starts. The tests, in order:
    SIGKILLed in the middle; every command still succeeds in bounded time (the other worker
    takes over) and the answers equal the same two runs on the embedded default (a Stack on
    SQLite). Figures go to test-artifacts/topology.json and are printed;
-3. PostgreSQL down: the API answers 503 with a sentence, a command the workflow accepts
+3. the documents worker down: commands go on at their usual speed, the PDFs wait and are
+   rendered once it is back;
+4. PostgreSQL down: the API answers 503 with a sentence, a command the workflow accepts
    meanwhile is projected once the database is back (the projection activity retries);
-4. every log line of every process is a JSON object, and none holds a name or a note.
+5. every log line of every process is a JSON object, and none holds a name or a note.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Topology:
     temporal: EmbeddedTemporal = field(init=False)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     started_in: float = 0.0
+    embedded: Stack | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = self.base / "data"  # keys shared by all processes (as a mounted secret)
@@ -172,6 +175,13 @@ class Topology:
                 if datetime.fromisoformat(r["at"]).timestamp() >= after:
                     found[r["pid"]] = name
         return found
+
+    def current_sweeper(self) -> tuple[int, str]:
+        """(pid, worker name) of the newest "stuck sweeper running here" line."""
+        lines = [(r["at"], r["pid"], name) for name in ("cases-1", "cases-2")
+                 for r in self.lines(name, "stuck sweeper running here")]
+        _, pid, name = max(lines)
+        return pid, name
 
     @staticmethod
     async def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
@@ -385,16 +395,19 @@ async def last_task_worker(client: Client, case_id: str) -> int | None:
 @pytest.fixture(scope="module")
 async def topology(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topology]:
     try:
-        pg = start_server()  # this module's own: test 3 stops and starts it
+        pg = start_server()  # this module's own: test 4 stops and starts it
     except (PostgresUnavailable, OSError, subprocess.TimeoutExpired) as error:
         if os.environ.get("ONEFAMILY_REQUIRE_POSTGRES"):
             pytest.fail(f"PostgreSQL is required here: {error}")
         pytest.skip(f"PostgreSQL unavailable: {error}")
     top = Topology(Path(tmp_path_factory.mktemp("topology")), pg)
+    # The embedded default to compare with (a Stack on SQLite), started at the same time.
+    top.embedded = Stack(Path(tmp_path_factory.mktemp("embedded")) / "data")
     try:
-        await top.start()
+        await asyncio.gather(top.start(), top.embedded.start())
         yield top
     finally:
+        top.embedded.stop()
         top.stop()
         pg.stop()
 
@@ -416,7 +429,7 @@ async def test_one_sweep_per_deployment_with_two_api_processes(topology: Topolog
     api_pids = {r["pid"] for r in topology.lines("api", "Application startup complete.")}
     assert len(api_pids) == 2, "uvicorn --workers 2: two API processes"
     window_start = time.time()
-    await asyncio.sleep(5)
+    await asyncio.sleep(4)
     window_end = time.time()
     counts: dict[tuple[str, int], int] = {}
     for name in ("api", "cases-1", "cases-2", "documents"):
@@ -426,13 +439,13 @@ async def test_one_sweep_per_deployment_with_two_api_processes(topology: Topolog
     assert not [k for k in counts if k[0] == "api"], f"an API process swept: {counts}"
     assert len(counts) == 1, f"exactly one process sweeps: {counts}"
     (where, pid), rounds = next(iter(counts.items()))
-    assert where.startswith("cases-") and 3 <= rounds <= 6, counts  # every second, once
+    assert where.startswith("cases-") and 2 <= rounds <= 5, counts  # every second, once
     assert topology.sweeper_pids() == {pid: where}
     client = await Client.connect(topology.temporal.target, namespace=topology.temporal.namespace)
     running = [w async for w in client.list_workflows(
         "WorkflowType = 'StuckSweeperWorkflow' AND ExecutionStatus = 'Running'")]
     assert len(running) == 1, [w.id for w in running]
-    record_figures(startup_seconds=round(topology.started_in, 1), sweeps_in_5s=rounds,
+    record_figures(startup_seconds=round(topology.started_in, 1), sweeps_in_4s=rounds,
                    sweeping_processes=len(counts), api_processes=len(api_pids))
 
 
@@ -440,10 +453,10 @@ async def test_one_sweep_per_deployment_with_two_api_processes(topology: Topolog
 
 
 async def test_walkthrough_with_a_case_worker_killed_equals_the_embedded_default(
-        topology: Topology, tmp_path: Path) -> None:
+        topology: Topology) -> None:
     tokens = await register_driver_staff(topology.base_url)
     client = await Client.connect(topology.temporal.target, namespace=topology.temporal.namespace)
-    (sweeper_pid, victim), = topology.sweeper_pids().items()
+    sweeper_pid, victim = topology.current_sweeper()
     survivor = "cases-2" if victim == "cases-1" else "cases-1"
     killed: dict[str, float] = {}
 
@@ -469,24 +482,21 @@ async def test_walkthrough_with_a_case_worker_killed_equals_the_embedded_default
     takeover = after[0][1]
     assert await last_task_worker(client, run.case_id) == topology.procs[survivor].pid
     await topology.wait_for(lambda: topology.sweeper_pids(after=killed["at"]), 40, "the sweeper to move")
-    moved = min(datetime.fromisoformat(r["at"]).timestamp()
-                for r in topology.lines(survivor, "stuck sweeper running here")) - killed["at"]
+    moved = min(stamp for r in topology.lines(survivor, "stuck sweeper running here")
+                if (stamp := datetime.fromisoformat(r["at"]).timestamp()) >= killed["at"]) - killed["at"]
+    assert topology.current_sweeper()[1] == survivor
     expected_walkthrough_answers(script.answers)
     expected_walkthrough_answers(run.answers)
     gaps = [b[0] - a[0] for a, b in zip(script.lines, script.lines[1:], strict=False)]
 
     # The same two runs on the embedded default (SQLite), nothing killed.
-    stack = Stack(tmp_path / "embedded")
-    try:
-        await stack.start()
-        embedded_tokens = await register_driver_staff(stack.base_url)
-        began = time.monotonic()
-        embedded_script, embedded_reading = await walkthrough(stack.base_url)
-        embedded_run = await drive_case(stack.base_url, embedded_tokens, "embedded")
-        await embedded_reading
-        embedded_wall = time.monotonic() - began
-    finally:
-        stack.stop()
+    stack = topology.embedded
+    embedded_tokens = await register_driver_staff(stack.base_url)
+    began = time.monotonic()
+    embedded_script, embedded_reading = await walkthrough(stack.base_url)
+    embedded_run = await drive_case(stack.base_url, embedded_tokens, "embedded")
+    await embedded_reading
+    embedded_wall = time.monotonic() - began
     assert script.answers == embedded_script.answers
     assert run.answers == embedded_run.answers
     assert script.answers == run.answers  # the script and the httpx driver: the same lifecycle
@@ -513,7 +523,53 @@ async def test_walkthrough_with_a_case_worker_killed_equals_the_embedded_default
     )
 
 
-# ---------------------------------------------------------------- 3. PostgreSQL down
+# ---------------------------------------------------------------- 3. the documents worker down
+
+
+async def test_the_documents_worker_down_holds_up_only_the_pdfs(topology: Topology) -> None:
+    topology.kill("documents")
+    async with httpx.AsyncClient(base_url=topology.base_url + "/api/v1", timeout=30) as c:
+        tokens = {p["id"]: (await c.post("/auth/tokens", auth=(p["id"], password(p["id"])))).json()["token"]
+                  for p in DRIVER_STAFF[:3]}
+        slowest = 0.0
+
+        async def command(method: str, path: str, who: str, body: dict | None = None) -> dict:
+            nonlocal slowest
+            began = time.monotonic()
+            r = await c.request(method, path, json=body, headers={"Authorization": f"Bearer {tokens[who]}"})
+            slowest = max(slowest, time.monotonic() - began)
+            assert r.status_code < 300, r.text
+            return r.json()
+
+        case = (await command("POST", "/cases", "kim", case_body()))["id"]
+        await command("POST", f"/cases/{case}/coordinator", "pia", {"coordinator_id": "kim"})
+        await command("POST", f"/cases/{case}/team", "kim", {"members": [
+            {"staff_id": "lars", "discipline": "adult_services", "department": "adult_services"}]})
+        soon = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT10:00:00Z")
+        await command("POST", f"/cases/{case}/assessment/meeting", "kim",
+                      {"at": soon, "location": "Library room", "participants": ["kim", "lars", "family"]})
+        await command("PUT", f"/cases/{case}/assessment", "kim", {
+            "ics": {"child_development": [{"dimension": "health", "strengths": "Sleeps well"}]},
+            "child_views": "Sofie rides the bus alone."})
+        done = await command("POST", f"/cases/{case}/assessment/complete", "kim")
+        assert done["stage"] == "planning"
+        assert slowest < 5, "a command waited for the documents worker"
+        await asyncio.sleep(1.5)
+        listed = await command("GET", f"/cases/{case}/documents", "kim")
+        assert listed["total"] == 0, "no documents worker, no document yet"
+        restarted = time.monotonic()
+        topology._spawn("documents", [sys.executable, "-m", "worker", "--role", "documents"])
+        deadline = time.monotonic() + 45
+        while not (await command("GET", f"/cases/{case}/documents", "kim"))["total"]:
+            assert time.monotonic() < deadline, "the assessment report was never rendered"
+            await asyncio.sleep(0.5)
+        kinds = [d["kind"] for d in (await command("GET", f"/cases/{case}/documents", "kim"))["items"]]
+        assert "assessment_report" in kinds
+        record_figures(documents_down_slowest_command_s=round(slowest, 2),
+                       pdf_after_documents_worker_restart_s=round(time.monotonic() - restarted, 2))
+
+
+# ---------------------------------------------------------------- 4. PostgreSQL down
 
 
 async def test_postgresql_down_answers_503_and_loses_no_accepted_command(topology: Topology) -> None:
@@ -588,7 +644,7 @@ async def test_postgresql_down_answers_503_and_loses_no_accepted_command(topolog
         record_figures(pg_outage_s=round(outage, 2), projected_after_restart_s=round(caught_up, 2))
 
 
-# ---------------------------------------------------------------- 4. the logs
+# ---------------------------------------------------------------- 5. the logs
 
 
 async def test_every_log_line_is_json_without_personal_data(topology: Topology) -> None:
