@@ -97,3 +97,18 @@ STAFF: list[dict[str, Any]] = [
     {"id": "board", "name": "Committee", "discipline": "other",
      "department": "administration", "roles": ["committee"]},
 ]
+
+
+def plan_body(child: str = "Emil", owner: str = "anna") -> dict[str, Any]:
+    """A joint plan of 12000 a month funded by two departments: over the team's limit
+    (10000), so the visitation committee decides it."""
+    return {
+        "family_goals": [f"{child} goes to school every day"],
+        "goals": [{"id": "g1", "text": f"{child} attends school 5 days a week", "owner": owner}],
+        "actions": [{"id": "a1", "goal_id": "g1", "text": "School adapts the timetable",
+                     "owner": "school", "due": "2027-01-15"}],
+        "services": [{"name": "Family therapy", "paragraph": "BL § 32",
+                      "department": "children_disability", "monthly_cost": 12000,
+                      "funding": [{"department": "children_disability", "share": 0.5},
+                                  {"department": "adult_services", "share": 0.5}]}],
+    }

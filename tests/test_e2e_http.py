@@ -13,18 +13,9 @@ import httpx
 import pytest
 
 from tests.e2e_stack import Stack
-from tests.factories import STAFF, case_create_body
+from tests.factories import STAFF, case_create_body, plan_body
 
-PLAN = {
-    "family_goals": ["Emil goes to school every day"],
-    "goals": [{"id": "g1", "text": "Emil attends school 5 days a week by March", "owner": "anna"}],
-    "actions": [{"id": "a1", "goal_id": "g1", "text": "School adapts the timetable",
-                 "owner": "school", "due": "2027-01-15"}],
-    "services": [{"name": "Family therapy", "paragraph": "BL § 32",
-                  "department": "children_disability", "monthly_cost": 12000,
-                  "funding": [{"department": "children_disability", "share": 0.5},
-                              {"department": "adult_services", "share": 0.5}]}],
-}
+PLAN = plan_body()
 
 
 @pytest.fixture(scope="module")

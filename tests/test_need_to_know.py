@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.e2e_stack import Stack
-from tests.factories import case_create_body
+from tests.factories import case_create_body, plan_body
 
 UNIT_A, UNIT_B = "children_disability", "adult_disability"
 STAFF = [
@@ -27,16 +27,7 @@ STAFF = [
     ("board", ["committee"], UNIT_A), ("an_a", ["team_member"], UNIT_A),
     ("carl", ["coordinator"], UNIT_B), ("mads", ["manager"], UNIT_B),
 ]
-PLAN = {  # 12000 a month, funded by two departments: over the team's limit, so escalated
-    "family_goals": ["Emil goes to school every day"],
-    "goals": [{"id": "g1", "text": "Emil attends school 5 days a week", "owner": "anna"}],
-    "actions": [{"id": "a1", "goal_id": "g1", "text": "School adapts the timetable",
-                 "owner": "school", "due": "2027-01-15"}],
-    "services": [{"name": "Family therapy", "paragraph": "BL § 32",
-                  "department": "children_disability", "monthly_cost": 12000,
-                  "funding": [{"department": "children_disability", "share": 0.5},
-                              {"department": "adult_services", "share": 0.5}]}],
-}
+PLAN = plan_body()
 # Every case this module registers, with its unit: what each unit's lists may show.
 CREATED: dict[str, str] = {}
 

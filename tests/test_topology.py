@@ -47,6 +47,7 @@ from launcher import EmbeddedTemporal, free_port, spawn, stop_process
 from models.db import migrate
 from settings import Settings
 from tests.e2e_stack import ADMIN_PASSWORD, Stack
+from tests.factories import plan_body
 from tests.postgres import PostgresServer, PostgresUnavailable, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,16 +300,8 @@ async def drive_case(base_url: str, tokens: dict[str, str], key: str,
                                            "concerns": "Stomach aches", "family_view": "Worried"}]},
             "child_views": "Sofie rides the bus alone.", "investigations": ["child_investigation"]})
         say((await call("complete", "POST", f"/cases/{case}/assessment/complete", "kim"))["stage"])
-        say(str((await call("plan", "PUT", f"/cases/{case}/plan", "kim", {
-            "family_goals": ["Sofie goes to school every day"],
-            "goals": [{"id": "g1", "text": "Sofie attends school 5 days a week", "owner": "kim"}],
-            "actions": [{"id": "a1", "goal_id": "g1", "text": "School adapts the timetable",
-                         "owner": "school", "due": "2027-01-15"}],
-            "services": [{"name": "Family therapy", "paragraph": "BL § 32",
-                          "department": "children_disability", "monthly_cost": 12000,
-                          "funding": [{"department": "children_disability", "share": 0.5},
-                                      {"department": "adult_services", "share": 0.5}]}],
-        }))["plan"]["version"]))
+        say(str((await call("plan", "PUT", f"/cases/{case}/plan", "kim",
+                            plan_body("Sofie", "kim")))["plan"]["version"]))
         await call("vote-1", "POST", f"/cases/{case}/plan/votes", "kim", {"staff_id": "kim", "vote": "agree"})
         voted = await call("vote-2", "POST", f"/cases/{case}/plan/votes", "lars",
                            {"staff_id": "lars", "vote": "agree"})
