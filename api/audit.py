@@ -108,6 +108,8 @@ ROUTES: tuple[Rule, ...] = (
     Rule("GET", "/api/v1/dashboard/caseload", "read caseload"),
     Rule("GET", "/api/v1/staff", "list staff"),
     Rule("POST", "/api/v1/staff", "command register staff"),
+    Rule("POST", "/api/v1/staff/{staff}/password", "command set password"),
+    Rule("POST", "/api/v1/staff/{staff}/deactivate", "command deactivate staff"),
     Rule("GET", "/api/v1/policy", "read policy"),
     Rule("PUT", "/api/v1/policy", "command change policy"),
     # identity (the session endpoint is not audited: every page load asks it)

@@ -216,16 +216,19 @@ class _NoSQLComparison(TypeDecorator.Comparator):
         return super().operate(op, *other, **kwargs)
 
 
-class SealedText(TypeDecorator):
-    """A text column stored sealed. `purpose` ("table.column") is bound into each value."""
+class _Sealed(TypeDecorator):
+    """A column stored sealed; `purpose` ("table.column") is bound into each value."""
 
-    impl = Text
-    cache_ok = True
     comparator_factory = _NoSQLComparison
 
     def __init__(self, purpose: str) -> None:
         super().__init__()
         self.purpose = purpose
+
+
+class SealedText(_Sealed):
+    impl = Text
+    cache_ok = True  # SQLAlchemy reads it on each class itself
 
     def process_bind_param(self, value: Any, dialect) -> str | None:
         return None if value is None else seal_text(self.purpose, str(value))
@@ -234,17 +237,12 @@ class SealedText(TypeDecorator):
         return None if value is None else open_text(self.purpose, value)
 
 
-class SealedJSON(TypeDecorator):
+class SealedJSON(_Sealed):
     """A JSON column whose value is stored as one sealed JSON string; a legacy JSON object
     (or any non-sealed JSON value) is returned as it was stored."""
 
     impl = JSON
-    cache_ok = True
-    comparator_factory = _NoSQLComparison
-
-    def __init__(self, purpose: str) -> None:
-        super().__init__()
-        self.purpose = purpose
+    cache_ok = True  # SQLAlchemy reads it on each class itself
 
     def process_bind_param(self, value: Any, dialect) -> str | None:
         if value is None:
@@ -258,14 +256,9 @@ class SealedJSON(TypeDecorator):
         return value
 
 
-class SealedBytes(TypeDecorator):
+class SealedBytes(_Sealed):
     impl = LargeBinary
-    cache_ok = True
-    comparator_factory = _NoSQLComparison
-
-    def __init__(self, purpose: str) -> None:
-        super().__init__()
-        self.purpose = purpose
+    cache_ok = True  # SQLAlchemy reads it on each class itself
 
     def process_bind_param(self, value: Any, dialect) -> bytes | None:
         return None if value is None else seal_bytes(self.purpose, bytes(value))

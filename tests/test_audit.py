@@ -254,8 +254,9 @@ def test_the_action_table() -> None:
     assert describe("GET", "/api/v1/documents/doc-9").doc_id == "doc-9"
     assert describe("GET", "/api/v1/cases/not-a-uuid").case_ids == ()
     assert describe("GET", "/reports/2026-11").action == "read report"
-    assert describe("POST", "/api/v1/staff/x/password", route_path="/api/v1/staff/{staff_id}/password") \
-        .action == "command POST /api/v1/staff/{staff_id}/password"
+    assert describe("POST", "/api/v1/staff/x/password").action == "command set password"
+    assert describe("POST", "/api/v1/other/x", route_path="/api/v1/other/{thing}") \
+        .action == "command POST /api/v1/other/{thing}"
     assert audit.audited("GET", "/cases") and audit.audited("GET", "/")
     assert audit.audited("POST", "/codec/decode")
     for path in ("/api/v1/auth/session", "/api/v1/health", "/healthz", "/metrics", "/login", "/assets/x.css"):
