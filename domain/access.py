@@ -72,8 +72,27 @@ def manages(actor: Actor, unit: str) -> bool:
 # ---------------------------------------------------------------- one case
 
 
+FAMILY_ROLE = "family"
+NOT_YOUR_FAMILY = "This is not your family's case."
+FAMILY_USE_PORTAL = "Family members see their case in the family portal (/family)."
+
+
+def is_family(actor: Actor) -> bool:
+    """A family member signed in to the portal (DESIGN §11): never staff, whatever else."""
+    return FAMILY_ROLE in actor.roles
+
+
+def family_refusal(actor: Actor, case: CaseFacts) -> str | None:
+    """The family's own view of a case: only the signed-in member's own case."""
+    if not is_family(actor) or actor.case_id is None or actor.member_id is None:
+        return NOT_YOUR_FAMILY
+    return None if actor.case_id == case.id else NOT_YOUR_FAMILY
+
+
 def read_refusal(actor: Actor, case: CaseFacts) -> str | None:
     """None if `actor` may read the case's content; otherwise the sentence for the 403."""
+    if is_family(actor):
+        return FAMILY_USE_PORTAL  # the staff view of a case is never the family's
     if is_admin(actor) or manages(actor, case.unit):
         return None
     if actor.id == case.coordinator_id:
@@ -138,6 +157,8 @@ class CaseScope:
 
 
 def case_scope(actor: Actor) -> CaseScope:
+    if is_family(actor):
+        return CaseScope()  # staff lists show a family member nothing (the portal is theirs)
     if is_admin(actor):
         return CaseScope(everything=True)
     unit = unit_of(actor)

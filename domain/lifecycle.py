@@ -58,6 +58,11 @@ from models.commands import BODY_MODELS, CommandInput
 from models.policy import Policy
 
 
+# The first words of a refusal of a command sent from a page that was out of date.
+STALE = ("The case changed since this page was loaded; nothing was applied. "
+         "Check what changed, then send it again.")
+
+
 class Refusal(Exception):
     """A business refusal. `kind` maps to HTTP: forbidden 403, conflict 409, invalid 422."""
 
@@ -913,6 +918,8 @@ def working_copy(state: CaseState) -> CaseState:
 
 def execute(state: CaseState, name: str, inp: CommandInput, ctx: Ctx) -> CaseState:
     """Apply one command to `state` in place; raises Refusal and then `state` must be dropped."""
+    if inp.expected_version is not None and inp.expected_version != state.version:
+        raise conflict(STALE)
     model = BODY_MODELS[name]
     body = model.model_validate(inp.body or {}) if model is not None else None
     match name:

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from models.policy import Policy
 
@@ -166,6 +166,9 @@ class Referral(Strict):
 
 
 class FamilyMember(Strict):
+    # Stable within the case (`m1`, `m2`, … in registration order), assigned when missing:
+    # invitations, consents and the family's own sign-in name a member by it (DESIGN §11).
+    id: Annotated[str, Field(pattern=r"^m[0-9]{1,4}$")] | None = None
     name: NonBlankLabel
     role: MemberRole
     birth_date: date | None = None
@@ -179,6 +182,23 @@ class Family(Strict):
     name: NonBlankLabel
     language: Literal["da", "sv", "en"] | None = None
     members: list[FamilyMember] = Field(min_length=1, max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _member_ids(self) -> Family:
+        """Ids for members that have none (new referrals, and states from before ids existed):
+        the next free `m<n>`, so a given id is never reused for another person."""
+        taken = {m.id for m in self.members if m.id}
+        if len(taken) != sum(1 for m in self.members if m.id):
+            raise ValueError("Two family members have the same id.")
+        n = 0
+        for member in self.members:
+            if member.id is None:
+                n += 1
+                while f"m{n}" in taken:
+                    n += 1
+                member.id = f"m{n}"
+                taken.add(member.id)
+        return self
 
 
 class ExistingContact(Strict):
@@ -366,6 +386,10 @@ class Actor(BaseModel):
     roles: list[str] = []
     # The staff member's unit (managers see their unit's cases); None in old histories.
     unit: str | None = None
+    # A family member signed in to the portal (roles ["family"]): their own case and member id
+    # (DESIGN §11). Staff have neither.
+    case_id: str | None = None
+    member_id: str | None = None
 
 
 class TeamMember(BaseModel):

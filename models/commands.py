@@ -65,6 +65,9 @@ class CommandInput(BaseModel):
     # The API's seal over this command, its case and its update id (domain.command_seal):
     # the workflow refuses a command without a valid one.
     seal: str | None = None
+    # The case version the sender's page showed: a command sent from a page that is out of
+    # date is refused (409) and applies nothing. None: no such check (the JSON API).
+    expected_version: int | None = None
 
 
 BODY_MODELS: dict[str, type[BaseModel] | None] = {
