@@ -56,6 +56,24 @@ class Settings(BaseSettings):
     oidc_staff_claim: str = Field("preferred_username", validation_alias="ONEFAMILY_OIDC_STAFF_CLAIM")
     oidc_scopes: str = Field("openid profile", validation_alias="ONEFAMILY_OIDC_SCOPES")
 
+    # The family's way in (DESIGN §11, docs/family.md): one-time links and codes, and national
+    # eID (MitID / BankID) through an OpenID Connect broker, independent of ONEFAMILY_AUTH.
+    family_link_hours: int = Field(72, ge=1, le=24 * 30, validation_alias="ONEFAMILY_FAMILY_LINK_HOURS")
+    family_code_minutes: int = Field(10, ge=1, le=60, validation_alias="ONEFAMILY_FAMILY_CODE_MINUTES")
+    family_code_tries: int = Field(5, ge=1, le=20, validation_alias="ONEFAMILY_FAMILY_CODE_TRIES")
+    # Unset issuer = no eID sign-in for families.
+    family_oidc_issuer: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_ISSUER")
+    family_oidc_client_id: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_CLIENT_ID")
+    family_oidc_client_secret: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_CLIENT_SECRET")
+    family_oidc_scopes: str = Field("openid", validation_alias="ONEFAMILY_FAMILY_OIDC_SCOPES")
+    # The ID token's claim that identifies the person (verified by the broker), e.g. `sub` or a
+    # national id claim; stored only as a keyed hash.
+    family_oidc_identifier_claim: str = Field("sub", validation_alias="ONEFAMILY_FAMILY_OIDC_IDENTIFIER_CLAIM")
+
+    @property
+    def family_oidc_enabled(self) -> bool:
+        return bool(self.family_oidc_issuer and self.family_oidc_client_id)
+
     @property
     def document_task_queue(self) -> str:
         return f"{self.task_queue}-documents"

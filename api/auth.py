@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import html
 import ipaddress
 import json
 import logging
@@ -197,6 +198,19 @@ async def _reply(send: Send, status: int, detail: str, extra: dict[str, str] | N
     await send({"type": "http.response.body", "body": body})
 
 
+async def _reply_page(send: Send, status: int, detail: str) -> None:
+    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{status}</title>'
+            f'<link rel="stylesheet" href="/static/vendor/dkfds/css/dkfds.min.css"></head><body>'
+            f'<main class="container page-container"><h1>Not sent</h1>'
+            f'<div class="alert alert-error" role="alert"><div class="alert-body">'
+            f'<p class="alert-text">{html.escape(detail)}</p></div></div>'
+            f'<p><a href="/">OneFamily</a></p></main></body></html>').encode()
+    headers = [(b"content-type", b"text/html; charset=utf-8"),
+               (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class AuthMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -265,8 +279,12 @@ class AuthMiddleware:
                 return
             ambient = res.via == "session" and path not in CSRF_EXEMPT
             if ambient and not _csrf_ok(headers, body, res.csrf_token):
-                await _reply(send, 403, "The security token (CSRF) of this form or request is "
-                                        "missing or stale; reload the page and try again.")
+                detail = ("The security token (CSRF) of this form or request is missing or "
+                          "stale; reload the page and try again.")
+                if path.startswith(("/api/", "/codec/")):
+                    await _reply(send, 403, detail)
+                else:  # a page's form: a page that says so, not JSON
+                    await _reply_page(send, 403, detail)
                 return
         if body is None:
             await self.app(scope, receive, send)

@@ -81,6 +81,8 @@ class Commands:
     engine: Engine
     settings: Settings
     idempotency_key: str | None
+    # Set by the pages: the case version the page showed (a stale page applies nothing).
+    expected_version: int | None = None
 
     def staff(self, ids: list[str], what: str) -> None:
         unknown = [i for i in dict.fromkeys(ids) if lookup_staff(self.session, i) is None]
@@ -115,6 +117,8 @@ class Commands:
         # case, and a held connection per queued request would drain the pool.
         self.session.close()
         # The key is the caller's (DESIGN §5): another caller's replay is a new command.
+        if self.expected_version is not None:
+            inp.expected_version = self.expected_version
         key = self.idempotency_key
         update_id = f"{inp.actor.id}:{key}" if key else None
         state = await send(self.client, self.engine, case_id, name, inp, update_id)

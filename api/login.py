@@ -19,18 +19,10 @@ from api.credentials import (
     throttled,
     use_password_link,
 )
-from api.pages import render
+from api.pages.common import render, safe_next  # noqa: F401 - safe_next: used by api.oidc
 from api.sessions import end_session, start_session
 
 router = APIRouter(include_in_schema=False)
-
-
-def safe_next(target: str | None) -> str:
-    """Only a relative path on this site: never `//host`, `/\\host` or a scheme."""
-    if (not target or not target.startswith("/") or target.startswith("//")
-            or target.startswith("/\\") or any(c in target for c in "\r\n\t")):
-        return "/"
-    return target
 
 
 def _form(request: Request, status: int = 200, **ctx) -> Response:

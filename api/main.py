@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -40,6 +42,7 @@ from settings import Settings, get_settings
 from workflows.client import connect
 
 log = logging.getLogger("onefamily.api")
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 async def _connect_forever(app: FastAPI, settings: Settings) -> None:
@@ -103,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    codec.router, pages.router, metrics.router, documents.router,
                    notifications.router):
         app.include_router(router)
+
+    # Det Fælles Designsystem (vendored, scripts/vendor-dkfds.sh) and our own few assets.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:

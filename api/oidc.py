@@ -376,7 +376,7 @@ router = APIRouter(include_in_schema=False)
 
 def _page(request: Request, status: int, title: str, message: str) -> Response:
     try:
-        from api.pages import render
+        from api.pages.common import render
 
         return render(request, "error.html.j2", status=status, user=None, status_code=status,
                       title=title, message=message, nav="")

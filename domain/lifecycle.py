@@ -57,7 +57,6 @@ from models.case import (
 from models.commands import BODY_MODELS, CommandInput
 from models.policy import Policy
 
-
 # The first words of a refusal of a command sent from a page that was out of date.
 STALE = ("The case changed since this page was loaded; nothing was applied. "
          "Check what changed, then send it again.")

@@ -322,3 +322,10 @@ def person_hashes(name: str, birth_date: object) -> list[str]:
     matches."""
     term = person_term(name, birth_date)
     return list(dict.fromkeys(_hash(k, b"person", term) for k in _current().index_keys))
+
+
+def keyed_hashes(domain: bytes, text: str) -> list[str]:
+    """The keyed hash of `text` in `domain` (e.g. b"family-contact"), with every key of the
+    binding, current first: index 0 is what a new row stores, all of them what a lookup
+    matches. For identifiers that must be found again but never stored in plaintext."""
+    return list(dict.fromkeys(_hash(k, domain, text) for k in _current().index_keys))

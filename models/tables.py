@@ -25,6 +25,9 @@ class StaffRow(SQLModel, table=True):
     phone: str | None = None
     active: bool = True
     created_at: datetime
+    # The pages' language this person chose (da / sv / en); None: the browser's, then the
+    # municipality's.
+    language: str | None = None
 
 
 class CaseRow(SQLModel, table=True):

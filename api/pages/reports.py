@@ -1,0 +1,171 @@
+"""The monthly reports: `/reports`, `/reports/{yyyy-mm}`, its document."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlmodel import Session
+
+from activities import report as reports
+from api import watch
+from api.pages.common import (
+    actor_of,
+    back,
+    current_user,
+    error_page,
+    login_redirect,
+    manager_or_error,
+    render,
+    settings_of,
+    timezone_of,
+)
+from api.scope import scope_clause
+from domain.access import (
+    may_read_reports,
+    report_scope,
+)
+from models.case import CaseState
+from models.tables import CaseRow, StaffRow
+from models.tables_reporting import MonthlyReportRow
+
+router = APIRouter(include_in_schema=False)
+
+
+def _month_or_none(text: str) -> str | None:
+    try:
+        return reports.parse_month(text)
+    except ValueError:
+        return None
+
+
+def _shift(month: str, by: int) -> str:
+    year, mon = (int(x) for x in month.split("-"))
+    index = year * 12 + (mon - 1) + by
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+@router.get("/reports")
+def reports_index(request: Request) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+        if user is None:
+            return login_redirect(request)
+        if not may_read_reports(actor_of(user)):
+            return error_page(request, user, 403, "Managers only", "The monthly reports are for managers.")
+        t = MonthlyReportRow.__table__
+        rows = session.execute(select(t.c.month, t.c.generated_at, t.c.generated_by,
+                                      t.c.pdf.is_not(None).label("has_pdf")).order_by(t.c.month.desc())).all()
+        now = watch.utcnow()
+        default = reports.previous_month(now.astimezone(ZoneInfo(timezone_of(request))))
+        return render(request, "reports.html.j2", user=user, nav="reports", reports=rows,
+                      default_month=default)
+
+
+@router.get("/reports/go")
+def reports_go(month: str = "") -> Response:
+    return RedirectResponse(f"/reports/{quote(month[:7])}", status_code=303)
+
+
+def _scoped_report(engine, month: str, country: str, scope) -> dict:
+    """The month's figures over the cases in `scope` only (a manager's unit), never stored:
+    the stored report is the whole municipality's."""
+    timezone = reports.TIMEZONES.get(country.upper(), "Europe/Copenhagen")
+    _, end = reports.month_bounds(month, timezone)
+    t = CaseRow.__table__
+    with Session(engine) as session:
+        query = (select(t.c.document).where(t.c.created_at < end, scope_clause(scope))
+                 .execution_options(yield_per=200))
+        states = (CaseState.model_validate(doc) for doc in session.execute(query).scalars())
+        return reports.compute_report(states, month, timezone=timezone, now=datetime.now(UTC),
+                                      country=country.upper())
+
+
+async def _report(request: Request, month: str, user: StaffRow,
+                  force: bool = False) -> MonthlyReportRow | dict:
+    """The stored report of a finished month (computed and stored if missing), or, for the
+    running month, the figures so far (not stored). A reader whose report scope is not the
+    whole municipality (a manager) gets their unit's figures, computed now."""
+    engine = request.app.state.engine
+    country = settings_of(request).country
+    scope = report_scope(actor_of(user))
+    if not scope.everything:
+        return await asyncio.to_thread(_scoped_report, engine, month, country, scope)
+    if not force:
+        with Session(engine) as session:
+            row = session.get(MonthlyReportRow, month)
+            if row is not None:
+                session.expunge(row)
+                return row
+    data = await asyncio.to_thread(reports.build_report, engine, month, country)
+    if data["complete"]:
+        return await asyncio.to_thread(reports.store_report, engine, data, user.id)
+    return data
+
+
+def _report_reader(request: Request, month: str) -> tuple[object, Response | None]:
+    """The signed-in manager who may read a month's report, or the page that says why not."""
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    if user is None:
+        return None, login_redirect(request)
+    if _month_or_none(month) is None:
+        return user, error_page(request, user, 404, "No such month",
+                            "Months are written yyyy-mm, e.g. 2026-11.")
+    if not may_read_reports(actor_of(user)):
+        return user, error_page(request, user, 403, "Managers only",
+                            "The monthly report is for managers.")
+    return user, None
+
+
+@router.get("/reports/{month}")
+async def report_page(request: Request, month: str) -> Response:
+    user, refused = _report_reader(request, month)
+    if refused is not None:
+        return refused
+    found = await _report(request, month, user)
+    stored = isinstance(found, MonthlyReportRow)
+    data = found.data if stored else found
+    return render(request, "report_page.html.j2", user=user, nav="reports", r=data,
+                  prev=_shift(month, -1), next=_shift(month, 1), has_pdf=stored and found.pdf is not None,
+                  stored_at=found.generated_at if stored else None,
+                  stored_by=found.generated_by if stored else None,
+                  manager=report_scope(actor_of(user)).everything)
+
+
+@router.post("/reports/{month}")
+async def recompute_report(request: Request, month: str) -> Response:
+    with Session(request.app.state.engine) as session:
+        user = current_user(request, session)
+    refused = manager_or_error(request, user)
+    if refused is not None:
+        return refused
+    if _month_or_none(month) is None:
+        return error_page(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+    await _report(request, month, user, force=True)
+    return back(f"/reports/{month}", ok="Report recomputed.")
+
+
+@router.get("/reports/{month}/document")
+async def report_document(request: Request, month: str, format: str = "html") -> Response:
+    user, refused = _report_reader(request, month)
+    if refused is not None:
+        return refused
+    found = await _report(request, month, user)
+    if isinstance(found, MonthlyReportRow):
+        html, pdf = found.html, found.pdf
+    else:
+        html = reports.render_report_html(found)
+        pdf = await asyncio.to_thread(reports.html_to_pdf, html) if format == "pdf" else None
+    if format == "pdf":
+        if pdf is None:
+            return error_page(request, user, 404, "No PDF",
+                              "PDF rendering is not available here; use the HTML.")
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="onefamily-report-{month}.pdf"'})
+    return HTMLResponse(html)
