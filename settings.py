@@ -64,11 +64,13 @@ class Settings(BaseSettings):
     # Unset issuer = no eID sign-in for families.
     family_oidc_issuer: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_ISSUER")
     family_oidc_client_id: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_CLIENT_ID")
-    family_oidc_client_secret: str | None = Field(None, validation_alias="ONEFAMILY_FAMILY_OIDC_CLIENT_SECRET")
+    family_oidc_client_secret: str | None = Field(None,
+                                                  validation_alias="ONEFAMILY_FAMILY_OIDC_CLIENT_SECRET")
     family_oidc_scopes: str = Field("openid", validation_alias="ONEFAMILY_FAMILY_OIDC_SCOPES")
     # The ID token's claim that identifies the person (verified by the broker), e.g. `sub` or a
     # national id claim; stored only as a keyed hash.
-    family_oidc_identifier_claim: str = Field("sub", validation_alias="ONEFAMILY_FAMILY_OIDC_IDENTIFIER_CLAIM")
+    family_oidc_identifier_claim: str = Field("sub",
+                                              validation_alias="ONEFAMILY_FAMILY_OIDC_IDENTIFIER_CLAIM")
 
     @property
     def family_oidc_enabled(self) -> bool:

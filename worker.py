@@ -31,11 +31,13 @@ from settings import Settings, get_settings
 from workflows.case import FamilyCaseWorkflow
 from workflows.client import connect
 from workflows.committee import VisitationCommitteeWorkflow
+from workflows.family_messages import FamilySignInMessageWorkflow
 from workflows.report import MonthlyReportWorkflow, ensure_report_schedule
 from workflows.sealing import seal_keyring
 from workflows.sweeper import StuckSweeperWorkflow, ensure_sweeper_schedule
 
-WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow, StuckSweeperWorkflow]
+WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow, StuckSweeperWorkflow,
+             FamilySignInMessageWorkflow]
 
 # Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
 # modules lazily and reads the local time for its defaults, which the sandbox forbids.

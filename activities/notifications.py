@@ -94,10 +94,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.rendering import render_message
 from domain.access import DEFAULT_UNIT
+from domain.ics import build_ics
 from models.messaging import (
     STAFF_ROLES,
     Channel,
-    MeetingInvite,
     NotificationRequest,
     NotificationResult,
     NotificationStatus,
@@ -188,44 +188,6 @@ def choose_channel(recipient: Recipient, *, optional: bool, has_invite: bool, sm
 def message_id(key: str, sender: str) -> str:
     domain = sender.rsplit("@", 1)[-1].strip("> ") or "onefamily.invalid"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
-
-
-def build_ics(invite: MeetingInvite, organizer: str, attendee: Recipient | None, stamp: datetime) -> str:
-    """An RFC 5546 iTIP message: METHOD REQUEST (new or moved) or CANCEL, stable UID."""
-    import icalendar
-
-    zone = ZoneInfo(invite.tz)
-    cal = icalendar.Calendar()
-    cal.add("prodid", "-//OneFamily//Case orchestrator//EN")
-    cal.add("version", "2.0")
-    cal.add("method", invite.method)
-    event = icalendar.Event()
-    event.add("uid", invite.uid)
-    event.add("dtstamp", stamp.astimezone(UTC))
-    event.add("dtstart", invite.start.astimezone(zone))
-    event.add("dtend", invite.end.astimezone(zone))
-    event.add("sequence", invite.sequence)
-    event.add("summary", invite.summary)
-    if invite.location:
-        event.add("location", invite.location)
-    if invite.description:
-        event.add("description", invite.description)
-    event.add("status", "CANCELLED" if invite.method == "CANCEL" else "CONFIRMED")
-    _, _, org_addr = organizer.rpartition("<")
-    org = icalendar.vCalAddress(f"mailto:{org_addr.strip('> ') or organizer}")
-    org.params["CN"] = "OneFamily"
-    event.add("organizer", org)
-    if attendee is not None and attendee.email:
-        att = icalendar.vCalAddress(f"mailto:{attendee.email}")
-        if attendee.name:
-            att.params["CN"] = attendee.name
-        att.params["ROLE"] = "REQ-PARTICIPANT"
-        att.params["PARTSTAT"] = "NEEDS-ACTION"
-        att.params["RSVP"] = "TRUE"
-        event.add("attendee", att)
-    cal.add_component(event)
-    cal.add_missing_timezones()
-    return cal.to_ical().decode("utf-8")
 
 
 # ---------------------------------------------------------------- delivery adapters
@@ -374,6 +336,19 @@ class NotificationActivities:
             if query.role in r.roles and (query.unit is None or r.unit == query.unit)
         ]
 
+    def _consent_withdrawn(self, req: NotificationRequest, recipient: Recipient,
+                           now: datetime) -> bool:
+        """A staff member on the case's team whom the family's consent does not cover (any
+        more) gets no message about it (DESIGN §11): the read model's facts decide, as for
+        reading the case."""
+        if recipient.role not in STAFF_ROLES:
+            return False
+        from activities.projection import uncovered_of_row
+
+        with Session(self.engine) as session:
+            case = session.get(CaseRow, req.case_id)
+            return case is not None and recipient.id in uncovered_of_row(case, now)[0]
+
     # ------------------------------------------------------------ record
 
     def _render(self, req: NotificationRequest, recipient: Recipient, language: str,
@@ -401,7 +376,8 @@ class NotificationActivities:
                if req.invite is not None else None)
         return msg.subject, (msg.sms if channel is Channel.sms else msg.body), ics
 
-    def _record(self, req: NotificationRequest, recipient: Recipient, now: datetime) -> NotificationRow:
+    def _record(self, req: NotificationRequest, recipient: Recipient, now: datetime,
+                cancelled: bool = False) -> NotificationRow:
         with Session(self.engine) as session:
             row = session.exec(select(NotificationRow).where(NotificationRow.key == req.key)).first()
             if row is not None:
@@ -415,8 +391,9 @@ class NotificationActivities:
             id=str(uuid.uuid4()), key=req.key, case_id=req.case_id, channel=channel.value,
             recipient_id=recipient.id, recipient_role=recipient.role.value, purpose=req.purpose,
             template=req.template, language=language,
-            status=(NotificationStatus.sent if in_app else NotificationStatus.queued).value,
-            created_at=now, updated_at=now, sent_at=now if in_app else None,
+            status=(NotificationStatus.cancelled if cancelled else NotificationStatus.sent
+                    if in_app else NotificationStatus.queued).value,
+            created_at=now, updated_at=now, sent_at=now if in_app and not cancelled else None,
             subject=subject, body=body, ics=ics,
         )
         with Session(self.engine) as session:
@@ -445,7 +422,8 @@ class NotificationActivities:
             result = session.execute(
                 update(NotificationRow)
                 .where(NotificationRow.id == row_id,
-                       NotificationRow.status != NotificationStatus.sent.value,
+                       NotificationRow.status.not_in([NotificationStatus.sent.value,
+                                                      NotificationStatus.cancelled.value]),
                        or_(NotificationRow.lease_until.is_(None), NotificationRow.lease_until < now))
                 .values(lease_until=now + self.lease, attempts=NotificationRow.attempts + 1,
                         status=NotificationStatus.queued.value, updated_at=now)
@@ -489,10 +467,16 @@ class NotificationActivities:
         """The activity's body, usable without Temporal."""
         now = self.clock()
         recipient = self._resolve(req.recipient)
-        row = self._record(req, recipient, now)
-        if row.status == NotificationStatus.sent.value:
+        withdrawn = self._consent_withdrawn(req, recipient, now)
+        row = self._record(req, recipient, now, cancelled=withdrawn)
+        if row.status in (NotificationStatus.sent.value, NotificationStatus.cancelled.value):
             return _result(row)
-        if row.channel == Channel.sms.value and recipient.role is RecipientRole.family:
+        if withdrawn:
+            return _result(self._set(row.id, status=NotificationStatus.cancelled.value,
+                                     updated_at=now, last_error="cancelled: the family's "
+                                     "consent does not cover the recipient"))
+        if (row.channel == Channel.sms.value and recipient.role is RecipientRole.family
+                and not req.asked_for):  # a sign-in code the family just asked for: now
             not_before = quiet_until(now, self.timezone, self.cfg.quiet)
             if row.not_before is not None and row.not_before > now:
                 not_before = max(not_before or row.not_before, row.not_before)

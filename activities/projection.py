@@ -9,11 +9,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, delete, select, update
 from temporalio import activity
 
+from domain import consent
 from domain import deadlines as dl
 from domain.access import DEFAULT_UNIT
 from models import sealed
 from models.case import CaseState, Stage
 from models.tables import CasePersonRow, CaseRow, CommitteeItemRow, StaffRow
+from models.tables_outbox import NotificationRow
+
+# Outbox rows not sent yet: cancelled when the family's consent stops covering their recipient.
+UNSENT = ("queued", "failed", "deferred")
+CANCELLED = "cancelled"
 
 
 def person_key(name: str, birth_date: object) -> str:
@@ -26,6 +32,10 @@ def legacy_person_key(name: str, birth_date: object) -> str:
     """The plaintext key of rows projected before hashing: matched until the case is projected
     again, so an existing data dir keeps flagging duplicates."""
     return f"{' '.join(name.lower().split())}|{birth_date or ''}"
+
+
+def _ids(ids: frozenset[str]) -> str:
+    return "," + ",".join(sorted(ids)) + "," if ids else ""
 
 
 def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRow:
@@ -41,6 +51,9 @@ def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRo
         family_name=state.family.name,
         search_text=sealed.name_hashes(names),
         team_text="," + ",".join(state.team_ids) + ",",
+        uncovered_text=_ids(consent.uncovered(state, consent.CASE, now)),
+        uncovered_documents_text=_ids(consent.uncovered(state, consent.DOCUMENTS, now)),
+        consent_until=consent.next_expiry(state, now),
         received_at=state.referral.received_at,
         created_at=state.created_at,
         stage_since=state.stage_since,
@@ -53,6 +66,39 @@ def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRo
         document=state.model_dump(mode="json"),
         updated_at=now,
     )
+
+
+def _split(text: str | None) -> frozenset[str]:
+    return frozenset(t for t in (text or "").split(",") if t)
+
+
+def uncovered_of_row(row: CaseRow, now: datetime) -> tuple[frozenset[str], frozenset[str]]:
+    """Team members the family's consent does not cover (for the case, for its documents) as
+    of `now`, from the read model: the projected columns while no consent has ended since;
+    afterwards computed from the case's document itself, so an expiry the workflow has not
+    projected yet already counts."""
+    until = row.consent_until
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    if until is None or now < until or not row.document:
+        return _split(row.uncovered_text), _split(row.uncovered_documents_text)
+    state = CaseState.model_validate(row.document)
+    return (consent.uncovered(state, consent.CASE, now),
+            consent.uncovered(state, consent.DOCUMENTS, now))
+
+
+def cancel_unsent(session: Session, case_id: str, recipients: frozenset[str], now: datetime) -> int:
+    """Messages about the case waiting in the outbox for people the family's consent no
+    longer covers are not sent: cancelled (DESIGN §11)."""
+    if not recipients:
+        return 0
+    return session.exec(
+        update(NotificationRow)
+        .where(NotificationRow.case_id == case_id, NotificationRow.recipient_id.in_(sorted(recipients)),
+               NotificationRow.status.in_(UNSENT))
+        .values(status=CANCELLED, lease_until=None, updated_at=now,
+                last_error="cancelled: the family's consent does not cover the recipient")
+    ).rowcount
 
 
 def case_unit(session: Session, state: CaseState) -> str:
@@ -81,6 +127,7 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
                 session.add(CaseRow(**values))
         except IntegrityError:  # another writer inserted it first: its version decides
             return write_case(session, state, now)
+    cancel_unsent(session, state.id, _split(values["uncovered_text"]), now)
     session.exec(delete(CasePersonRow).where(CasePersonRow.case_id == state.id))
     if state.stage is not Stage.closed:
         for m in state.family.members:

@@ -314,7 +314,9 @@ def _actor_text(state: dict) -> str:
     if not actor_id:
         return "-"
     kind = state.get("principal_kind") or "staff"
-    return (str(actor_id) if kind == "staff" else f"{kind}:{actor_id}")[:MAX_ID]
+    actor_id = str(actor_id)
+    return (actor_id if kind == "staff" or actor_id.startswith(f"{kind}:")
+            else f"{kind}:{actor_id}")[:MAX_ID]
 
 
 def entries_for(scope: Scope, status: int) -> tuple[list[Entry], str | None]:

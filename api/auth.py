@@ -3,7 +3,9 @@
 1. the credentials of the request → `request.state.principal` (an Actor, or None):
    a personal API token or (oidc mode) the provider's JWT as `Authorization: Bearer`, HTTP
    Basic only for `POST /api/v1/auth/tokens`, the session cookie of a browser, or — only in
-   trusted-header mode and only from a trusted proxy — the trusted header;
+   trusted-header mode and only from a trusted proxy — the trusted header; a family member's
+   session (DESIGN §11) is the Actor `family:<member id>` with role "family", its case and
+   member id, and opens only the family's API (`FAMILY_API`) under /api/;
 2. 401 for the JSON API and the codec without valid credentials, before the body is read;
 3. 413 for a body over ONEFAMILY_MAX_BODY_BYTES, before anything parses it;
 4. CSRF: a state-changing request made with ambient credentials (the session cookie) must
@@ -46,6 +48,7 @@ from api.credentials import (
     utcnow,
 )
 from api.sessions import COOKIE, live_session
+from domain.access import FAMILY_ROLE, FAMILY_USE_PORTAL
 from models.case import Actor
 from models.tables import StaffRow
 from models.tables_auth import TokenRow
@@ -57,7 +60,12 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 TOKENS_PATH = "/api/v1/auth/tokens"
 # Forms that carry credentials of their own (a password, a one-time link), and the codec's
 # decode (changes nothing; only the Temporal UI's origin may read its answer, by CORS).
-CSRF_EXEMPT = {"/login", "/set-password", "/codec/decode"}
+CSRF_EXEMPT = {"/login", "/set-password", "/codec/decode",
+               # the family's sign-in forms carry a one-time link or code of their own
+               "/family/welcome", "/family/login", "/family/login/code"}
+# What a family session opens under /api/ (DESIGN §11): the family's own API and "who am I".
+# Every other API path (and the codec) answers 403 to a family member, whatever it would do.
+FAMILY_API = ("/api/v1/family/", "/api/v1/auth/session")
 NEED_CREDENTIALS = ("Log in, or send Authorization: Bearer <token> "
                     "(a personal API token from POST /api/v1/auth/tokens).")
 
@@ -75,6 +83,12 @@ class Resolution:
 
 def actor_of(staff: StaffRow) -> Actor:
     return Actor(id=staff.id, roles=list(staff.roles), unit=staff.unit)
+
+
+def family_actor(case_id: str, member_id: str) -> Actor:
+    """A family member signed in to the portal (DESIGN §11): their case and member id, and no
+    staff role; domain.access keeps them to their own case's family view."""
+    return Actor(id=f"family:{member_id}", roles=[FAMILY_ROLE], case_id=case_id, member_id=member_id)
 
 
 def _peer_trusted(host: str | None, settings: Settings) -> bool:
@@ -144,6 +158,9 @@ def resolve(engine, settings: Settings, headers: dict[str, str], cookies: dict[s
                 if staff is not None and staff.active:
                     return Resolution(actor_of(staff), "session", csrf_token=row.csrf_token,
                                       session_kind="staff")
+            if row is not None and row.kind == "family" and row.case_id:
+                return Resolution(family_actor(row.case_id, row.principal_id), "session",
+                                  csrf_token=row.csrf_token, session_kind="family")
         header = headers.get(settings.trusted_header.lower())
         if header is not None:
             if settings.auth != "trusted-header":
@@ -237,6 +254,8 @@ class AuthMiddleware:
         state["auth_via"] = res.via
         state["csrf_token"] = res.csrf_token
         state["auth_error"] = res.error
+        # The audit writes a family member as `family:<member id>` (api/audit.py).
+        state["principal_kind"] = res.session_kind or ("staff" if res.principal else None)
         if res.status == 429:
             await _reply(send, 429, res.error or "Too many attempts.",
                          {"Retry-After": str(res.retry_after or 60)})
@@ -252,6 +271,10 @@ class AuthMiddleware:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             await _reply(send, 413, f"The request body is larger than {limit} bytes.")
+            return
+        if (res.session_kind == "family" and path.startswith(("/api/", "/codec/"))
+                and not path.startswith(FAMILY_API)):
+            await _reply(send, 403, FAMILY_USE_PORTAL)  # staff endpoints are never the family's
             return
         if nul_in_address(scope):  # PostgreSQL refuses NUL in text: a 422 here, never a 500 there
             await _reply(send, 422, "The address contains a NUL character (%00), which no id, name or "
@@ -319,6 +342,10 @@ def nul_in_body(content_type: str, body: bytes) -> bool:
     return b"\x00" in body or _JSON_NUL.search(body) is not None
 
 
+# A plan editor sends a few hundred fields; the body's size limit bounds the rest.
+MAX_FORM_FIELDS = 5000
+
+
 def _csrf_ok(headers: dict[str, str], body: bytes, expected: str | None) -> bool:
     import hmac
 
@@ -327,7 +354,7 @@ def _csrf_ok(headers: dict[str, str], body: bytes, expected: str | None) -> bool
     sent = headers.get("x-csrf-token")
     if sent is None and headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         try:
-            sent = (parse_qs(body.decode(), max_num_fields=200).get("csrf_token") or [None])[0]
+            sent = (parse_qs(body.decode(), max_num_fields=MAX_FORM_FIELDS).get("csrf_token") or [None])[0]
         except (UnicodeDecodeError, ValueError):
             sent = None
     if sent is None and headers.get("content-type", "").startswith("multipart/form-data"):
@@ -402,5 +429,8 @@ def revoke_token(token_id: str, request: Request, actor: Actor = Depends(princip
 @router.get("/session")
 def who_am_i(request: Request, actor: Actor = Depends(principal)) -> dict:
     """The caller, and the CSRF token a JavaScript client sends as X-CSRF-Token."""
-    return {"principal": {"kind": "staff", "id": actor.id, "roles": actor.roles, "unit": actor.unit},
-            "via": request.state.auth_via, "csrf_token": request.state.csrf_token}
+    if FAMILY_ROLE in actor.roles:
+        who = {"kind": "family", "id": actor.id, "case_id": actor.case_id, "member_id": actor.member_id}
+    else:
+        who = {"kind": "staff", "id": actor.id, "roles": actor.roles, "unit": actor.unit}
+    return {"principal": who, "via": request.state.auth_via, "csrf_token": request.state.csrf_token}

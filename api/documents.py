@@ -31,13 +31,14 @@ def _plain(value: str) -> bool:
     return 0 < len(value) <= 200 and value.isprintable()
 
 
-def check_owner(session: Session, actor: Actor, owner_id: str) -> None:
-    """404 for an unknown case, 403 for a caller without need-to-know (contract order)."""
+def check_owner(session: Session, actor: Actor, owner_id: str, what: str = "case") -> None:
+    """404 for an unknown case, 403 for a caller without need-to-know (contract order).
+    `what` = "documents": the family's consent must cover the case's documents too."""
     if not _plain(owner_id):
         raise HTTPException(404, "No such case.")
     facts = load_facts(session, owner_id)
     if facts is not None:
-        refusal = read_refusal(actor, facts)
+        refusal = read_refusal(actor, facts, what)
     elif owner_id.startswith(NON_CASE_PREFIXES):
         refusal = non_case_refusal(actor, owner_id)
     else:
@@ -68,7 +69,7 @@ def list_documents(
     kind: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict:
     actor = caller.require()
-    check_owner(session, actor, case_id)
+    check_owner(session, actor, case_id, "documents")
     query = select(DocumentRow).where(DocumentRow.case_id == case_id)
     if kind:
         query = query.where(DocumentRow.kind == kind)
@@ -95,7 +96,7 @@ def get_document(
     row = session.get(DocumentRow, doc_id) if _plain(doc_id) else None
     if row is None:
         raise HTTPException(404, "No such document.")
-    check_owner(session, actor, row.case_id)
+    check_owner(session, actor, row.case_id, "documents")
     headers = {"ETag": f'"{row.content_hash}"', "Cache-Control": "private, no-store"}
     wants_pdf = format == "pdf" or (format is None and "application/pdf" in (accept or "").lower())
     if wants_pdf:

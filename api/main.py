@@ -21,8 +21,11 @@ from api import (
     cases,
     codec,
     committee,
+    consents,
     dashboard,
     documents,
+    family,
+    family_auth,
     login,
     metrics,
     notifications,
@@ -104,8 +107,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (audit.router, auth.router, login.router, oidc.router, staff.router,
                    cases.router, committee.router, dashboard.router, policy.router,
                    codec.router, pages.router, metrics.router, documents.router,
-                   notifications.router):
+                   notifications.router, consents.router):
         app.include_router(router)
+    app.include_router(family_auth.api_router)  # invitations (staff)
+    app.include_router(family_auth.router)  # the family's sign-in: /family/welcome, /login, /oidc
+    app.include_router(family.router)  # /api/v1/family/*
 
     # Det Fælles Designsystem (vendored, scripts/vendor-dkfds.sh) and our own few assets.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

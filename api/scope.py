@@ -3,10 +3,13 @@ SQL form of a list scope. The only place that turns need-to-know into SQL."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
+from activities.projection import uncovered_of_row
 from domain.access import CaseFacts, CaseScope
 from models.tables import CaseRow, CommitteeItemRow
 
@@ -15,7 +18,9 @@ def _team(text: str | None) -> frozenset[str]:
     return frozenset(t for t in (text or "").split(",") if t)
 
 
-def facts_from_row(row: CaseRow, session: Session) -> CaseFacts:
+def facts_from_row(row: CaseRow, session: Session, now: datetime | None = None) -> CaseFacts:
+    """`now`: the family's consent as of this instant (default: the wall clock)."""
+    not_consented, documents_not_consented = uncovered_of_row(row, now or datetime.now(UTC))
     items = session.exec(
         select(CommitteeItemRow.status, CommitteeItemRow.decided_by)
         .where(CommitteeItemRow.case_id == row.id)
@@ -27,6 +32,8 @@ def facts_from_row(row: CaseRow, session: Session) -> CaseFacts:
         team_ids=_team(row.team_text),
         open_escalation=any(status == "waiting" for status, _ in items),
         decided_by=frozenset(by for _, by in items if by),
+        not_consented=not_consented,
+        documents_not_consented=documents_not_consented,
     )
 
 
@@ -44,14 +51,20 @@ def contains_exactly(column, needle: str) -> ColumnElement[bool]:
 
 
 def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=None,
-                 team_col=None) -> ColumnElement[bool]:
+                 team_col=None, uncovered_col=None, consent_until_col=None,
+                 now: datetime | None = None) -> ColumnElement[bool]:
     """A WHERE clause over case columns (defaults: the `cases` table) selecting exactly the
     cases `domain.access.in_scope` accepts. Team ids are matched as whole ids, never as a
-    LIKE pattern (an id with `_` or `%` matches only itself), and case-sensitively."""
+    LIKE pattern (an id with `_` or `%` matches only itself), and case-sensitively. A team
+    member needs the family's consent (DESIGN §11): not among the uncovered, and — once an
+    active consent has ended (`consent_until`, as of `now`, default the wall clock) and until
+    the workflow has projected that — the case is left out for every team member."""
     id_col = CaseRow.id if id_col is None else id_col
     unit_col = CaseRow.unit if unit_col is None else unit_col
     coordinator_col = CaseRow.coordinator_id if coordinator_col is None else coordinator_col
     team_col = CaseRow.team_text if team_col is None else team_col
+    uncovered_col = CaseRow.uncovered_text if uncovered_col is None else uncovered_col
+    consent_until_col = CaseRow.consent_until if consent_until_col is None else consent_until_col
     if scope.everything:
         return ~false()
     parts: list[ColumnElement[bool]] = []
@@ -61,7 +74,12 @@ def scope_clause(scope: CaseScope, id_col=None, unit_col=None, coordinator_col=N
         parts.append(and_(coordinator_col.is_(None), unit_col.in_(sorted(scope.unassigned_in_units))))
     if scope.staff_id is not None:
         parts.append(coordinator_col == scope.staff_id)
-        parts.append(contains_exactly(team_col, f",{scope.staff_id},"))
+        member = f",{scope.staff_id},"
+        parts.append(and_(
+            contains_exactly(team_col, member),
+            ~contains_exactly(func.coalesce(uncovered_col, ""), member),
+            or_(consent_until_col.is_(None), consent_until_col > (now or datetime.now(UTC))),
+        ))
     if scope.committee_member is not None:
         items = select(CommitteeItemRow.case_id).where(
             or_(CommitteeItemRow.status == "waiting",

@@ -1,5 +1,8 @@
 """Browser sessions (DESIGN §9): a random id in an HttpOnly cookie, only its SHA-256 stored;
-idle and absolute timeouts; logout ends the session server-side; a CSRF token per session."""
+idle and absolute timeouts; logout ends the session server-side; a CSRF token per session.
+
+Two kinds share the table and the rules: "staff" (principal_id = the staff id) and "family"
+(principal_id = the member id, `case_id` = the family's case; DESIGN §11, api/family_auth.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Request, Response
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.credentials import sha256, utcnow
 from models.tables_auth import SessionRow
@@ -69,3 +72,18 @@ def end_session(request: Request, response: Response) -> None:
                 session.add(row)
                 session.commit()
     response.delete_cookie(COOKIE, path="/")
+
+
+def end_family_sessions(session: Session, case_id: str, member_id: str | None = None) -> int:
+    """End every live family session of a case (or of one member of it) now; the caller
+    commits. Returns how many ended."""
+    query = select(SessionRow).where(SessionRow.kind == "family", SessionRow.case_id == case_id,
+                                     SessionRow.ended_at.is_(None))
+    if member_id is not None:
+        query = query.where(SessionRow.principal_id == member_id)
+    now = utcnow()
+    rows = session.exec(query).all()
+    for row in rows:
+        row.ended_at = now
+        session.add(row)
+    return len(rows)

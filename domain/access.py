@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
+from domain import consent
 from models.case import Actor, CaseState
 
 DEFAULT_UNIT = "children_disability"
@@ -39,14 +41,17 @@ class CaseFacts:
     # Committee: items waiting for a decision, and who decided the others.
     open_escalation: bool = False
     decided_by: frozenset[str] = frozenset()
-    # Consent hook (DESIGN §11): staff ids the family's consent does NOT cover. Empty = all
-    # covered; the consent model itself comes with the family portal.
+    # Consent (DESIGN §11, domain/consent.py): team members no active consent of the family
+    # covers for the case, and (a superset) for its documents.
     not_consented: frozenset[str] = frozenset()
+    documents_not_consented: frozenset[str] = frozenset()
 
 
-def facts_from_state(state: CaseState, unit: str | None = None) -> CaseFacts:
+def facts_from_state(state: CaseState, unit: str | None = None,
+                     now: datetime | None = None) -> CaseFacts:
     """`unit`: the case's unit as the read model resolved it (the coordinator's unit); the
-    state alone knows only the unit it was registered in."""
+    state alone knows only the unit it was registered in. `now`: a consent past its end
+    covers nobody even before the workflow marked it expired (None: the recorded status)."""
     return CaseFacts(
         id=state.id,
         unit=unit or state.unit or DEFAULT_UNIT,
@@ -54,22 +59,13 @@ def facts_from_state(state: CaseState, unit: str | None = None) -> CaseFacts:
         team_ids=frozenset(m.staff_id for m in state.team),
         open_escalation=any(i.status == "waiting" for i in state.escalations),
         decided_by=frozenset(i.decided_by for i in state.escalations if i.decided_by),
+        not_consented=consent.uncovered(state, consent.CASE, now),
+        documents_not_consented=consent.uncovered(state, consent.DOCUMENTS, now),
     )
 
 
 def unit_of(actor: Actor) -> str:
     return actor.unit or DEFAULT_UNIT
-
-
-def is_admin(actor: Actor) -> bool:
-    return "admin" in actor.roles
-
-
-def manages(actor: Actor, unit: str) -> bool:
-    return "manager" in actor.roles and unit_of(actor) == unit
-
-
-# ---------------------------------------------------------------- one case
 
 
 FAMILY_ROLE = "family"
@@ -78,8 +74,24 @@ FAMILY_USE_PORTAL = "Family members see their case in the family portal (/family
 
 
 def is_family(actor: Actor) -> bool:
-    """A family member signed in to the portal (DESIGN §11): never staff, whatever else."""
+    """A family member signed in to the portal (DESIGN §11): never staff, whatever else. Every
+    function of this policy gives a family actor nothing but `family_refusal`'s own case."""
     return FAMILY_ROLE in actor.roles
+
+
+def is_staff_role(actor: Actor, role: str) -> bool:
+    return role in actor.roles and not is_family(actor)
+
+
+def is_admin(actor: Actor) -> bool:
+    return is_staff_role(actor, "admin")
+
+
+def manages(actor: Actor, unit: str) -> bool:
+    return is_staff_role(actor, "manager") and unit_of(actor) == unit
+
+
+# ---------------------------------------------------------------- one case
 
 
 def family_refusal(actor: Actor, case: CaseFacts) -> str | None:
@@ -89,8 +101,9 @@ def family_refusal(actor: Actor, case: CaseFacts) -> str | None:
     return None if actor.case_id == case.id else NOT_YOUR_FAMILY
 
 
-def read_refusal(actor: Actor, case: CaseFacts) -> str | None:
-    """None if `actor` may read the case's content; otherwise the sentence for the 403."""
+def read_refusal(actor: Actor, case: CaseFacts, what: str = "case") -> str | None:
+    """None if `actor` may read the case's content (`what` = "documents": its documents);
+    otherwise the sentence for the 403."""
     if is_family(actor):
         return FAMILY_USE_PORTAL  # the staff view of a case is never the family's
     if is_admin(actor) or manages(actor, case.unit):
@@ -100,14 +113,15 @@ def read_refusal(actor: Actor, case: CaseFacts) -> str | None:
     if case.coordinator_id is None and "coordinator" in actor.roles and unit_of(actor) == case.unit:
         return None  # an unassigned case of their unit: they may take it
     if actor.id in case.team_ids:
-        return NOT_CONSENTED if actor.id in case.not_consented else None
+        refused = case.documents_not_consented if what == "documents" else case.not_consented
+        return NOT_CONSENTED if actor.id in refused else None
     if "committee" in actor.roles and (case.open_escalation or actor.id in case.decided_by):
         return None
     return NOT_YOUR_CASE
 
 
-def may_read_case(actor: Actor, case: CaseFacts) -> bool:
-    return read_refusal(actor, case) is None
+def may_read_case(actor: Actor, case: CaseFacts, what: str = "case") -> bool:
+    return read_refusal(actor, case, what) is None
 
 
 def command_refusal(actor: Actor, case: CaseFacts) -> str | None:
@@ -123,6 +137,8 @@ def may_see_duplicates(actor: Actor, case: CaseFacts) -> bool:
 
 def may_assign(actor: Actor, coordinator_unit: str) -> str | None:
     """A manager assigns coordinators of their own unit; admin any."""
+    if is_family(actor):
+        return FAMILY_USE_PORTAL
     if is_admin(actor) or "manager" not in actor.roles:
         return None  # admin: anything; others: the workflow's rule (take it yourself)
     if unit_of(actor) != coordinator_unit:
@@ -134,6 +150,16 @@ def may_manage_case(actor: Actor, case: CaseFacts) -> bool:
     """Manager actions on a case (nudge, acknowledge a stuck reason): the manager of the
     case's unit, or admin."""
     return is_admin(actor) or manages(actor, case.unit)
+
+
+def invite_refusal(actor: Actor, case: CaseFacts) -> str | None:
+    """Inviting a family member to the portal (a sign-in link, DESIGN §11): the case's
+    coordinator, the manager of its unit, or admin."""
+    if is_family(actor):
+        return FAMILY_USE_PORTAL
+    if is_admin(actor) or manages(actor, case.unit) or actor.id == case.coordinator_id:
+        return None
+    return "Only the case's coordinator, the unit's manager or an administrator invites the family."
 
 
 def may_read_audit(actor: Actor, case: CaseFacts | None) -> bool:
@@ -173,6 +199,8 @@ def case_scope(actor: Actor) -> CaseScope:
 def report_scope(actor: Actor) -> CaseScope:
     """The cases behind a manager's figures (caseload, monthly report): every case for admin,
     the cases of their unit for a manager, none for anyone else."""
+    if is_family(actor):
+        return CaseScope()
     if is_admin(actor):
         return CaseScope(everything=True)
     if "manager" in actor.roles:
@@ -183,6 +211,8 @@ def report_scope(actor: Actor) -> CaseScope:
 def committee_scope(actor: Actor) -> CaseScope:
     """Whose committee items (agenda, meetings, decided funding) a reader of the committee
     sees: the committee and admin all of them, a manager those of their unit's cases."""
+    if is_family(actor):
+        return CaseScope()
     if is_admin(actor) or "committee" in actor.roles:
         return CaseScope(everything=True)
     return case_scope(actor)
@@ -208,22 +238,24 @@ def in_scope(scope: CaseScope, case: CaseFacts) -> bool:
 
 def may_read_committee(actor: Actor) -> bool:
     """The committee's agenda, meetings and decided funding."""
-    return is_admin(actor) or "committee" in actor.roles or "manager" in actor.roles
+    return is_admin(actor) or is_staff_role(actor, "committee") or is_staff_role(actor, "manager")
 
 
 def may_read_caseload(actor: Actor) -> bool:
-    return is_admin(actor) or "manager" in actor.roles
+    return is_admin(actor) or is_staff_role(actor, "manager")
 
 
 def may_read_reports(actor: Actor) -> bool:
     """The monthly report and the stuck overview: managers (of their unit) and admin."""
-    return is_admin(actor) or "manager" in actor.roles
+    return is_admin(actor) or is_staff_role(actor, "manager")
 
 
 def non_case_refusal(actor: Actor, owner_id: str) -> str | None:
     """Documents that belong to no single case: the committee's (`committee-<id>`) for
     readers of the committee; the municipality's monthly report (`report-<yyyy-mm>`, the
     figures of every unit) for those whose report scope is everything."""
+    if is_family(actor):
+        return FAMILY_USE_PORTAL
     if owner_id.startswith("committee-"):
         return None if may_read_committee(actor) else "The committee's documents are for the committee."
     if owner_id.startswith("report-"):
@@ -245,12 +277,16 @@ def may_decrypt(actor: Actor) -> bool:
 
 def may_see_contact_details(actor: Actor, staff_unit: str, staff_id: str) -> bool:
     """Phone numbers and e-mail addresses in the staff directory."""
+    if is_family(actor):
+        return False
     return is_admin(actor) or actor.id == staff_id or manages(actor, staff_unit)
 
 
 def grant_refusal(actor: Actor, roles: Iterable[str], unit: str) -> str | None:
     """Only admin grants admin; only admin or a manager of the unit grants other roles."""
     roles = set(roles)
+    if is_family(actor):
+        return FAMILY_USE_PORTAL
     if is_admin(actor):
         return None
     if "admin" in roles:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from models.case import CaseState, Stage
+from domain import family_effects
+from models.case import CaseState, DeadlineKind, Stage
 from models.messaging import (
     DocumentKind,
     DocumentRequest,
@@ -55,12 +56,18 @@ def _to_role(state: CaseState, role: str, owner: str | None) -> tuple[Recipient 
 
 def _deadline_effects(state: CaseState, done: set[str]) -> list[Effect]:
     out: list[Effect] = []
+    silenced = family_effects.silenced(state)
     for d in state.deadlines:
+        if d.kind is DeadlineKind.consent_renewal:  # to the family (DESIGN §11)
+            out += family_effects.renewal_effects(state, d, done, _language(state))
+            continue
         for sent in d.reminders_sent:
             if sent.get("skipped"):
                 continue
             purpose = f"deadline:{d.kind.value}#{d.occurrence}:{sent['kind']}#{sent['step']}"
             recipient, role = _to_role(state, sent["to_role"], d.owner)
+            if recipient is not None and recipient.id in silenced:
+                continue
             key = notification_key(state.id, purpose, recipient.id if recipient else f"role:{role}")
             if key in done:
                 continue
@@ -79,38 +86,51 @@ def _deadline_effects(state: CaseState, done: set[str]) -> list[Effect]:
     return out
 
 
-def _invitation_effects(state: CaseState, done: set[str]) -> list[Effect]:
-    out: list[Effect] = []
+MEETING_LENGTH = timedelta(hours=1, minutes=30)
+
+
+def meeting_invites(state: CaseState) -> list[tuple[str, MeetingInvite, list[str]]]:
+    """The meetings a case has coming (name "assessment" or "status-<n>", the invitation,
+    the participants): one source for the invitations sent and the family's calendar file."""
+    if state.stage is Stage.closed:
+        return []
+    out = []
     meeting = state.assessment_meeting
-    if meeting is not None and state.stage is not Stage.closed:
+    if meeting is not None:
         sequence = max(sum(1 for h in state.history
                            if h.event.startswith("assessment_meeting_")) - 1, 0)
-        out += _invitations(state, done, "assessment", "ICS assessment meeting", meeting.at,
-                            meeting.location, meeting.participants, sequence)
+        out.append(("assessment", _invite(state, "assessment", "ICS assessment meeting", meeting.at,
+                                          meeting.location, sequence), meeting.participants))
     planned = state.planned_meeting
-    if planned is not None and state.stage is not Stage.closed:
-        out += _invitations(state, done, f"status-{planned.number}",
-                            f"Status meeting {planned.number}", planned.at, planned.location,
-                            planned.participants, planned.sequence)
+    if planned is not None:
+        name = f"status-{planned.number}"
+        out.append((name, _invite(state, name, f"Status meeting {planned.number}", planned.at,
+                                  planned.location, planned.sequence), planned.participants))
     return out
 
 
-def _invitations(state: CaseState, done: set[str], name: str, summary: str, at: datetime, location: str,
-                 participants: list[str], sequence: int) -> list[Effect]:
+def _invite(state: CaseState, name: str, summary: str, at: datetime, location: str,
+            sequence: int) -> MeetingInvite:
+    return MeetingInvite(uid=f"{state.id}-{name}@onefamily", start=at, end=at + MEETING_LENGTH,
+                         location=location, summary=summary, sequence=sequence,
+                         tz=state.policy.timezone)
+
+
+def _invitation_effects(state: CaseState, done: set[str]) -> list[Effect]:
+    out: list[Effect] = []
+    for name, invite, participants in meeting_invites(state):
+        out += _invitations(state, done, name, invite, participants)
+    return out
+
+
+def _invitations(state: CaseState, done: set[str], name: str, invite: MeetingInvite,
+                 participants: list[str]) -> list[Effect]:
     purpose = "assessment_meeting_invitation" if name == "assessment" else f"{name}_invitation"
-    if all(notification_key(state.id, purpose, p, sequence + 1) in done
-           for p in participants if p in state.team_ids):
+    # Nobody the family's consent does not cover is invited (DESIGN §11).
+    team = set(state.team_ids) - family_effects.silenced(state)
+    if all(notification_key(state.id, purpose, p, invite.sequence + 1) in done
+           for p in participants if p in team):
         return []  # the staff were invited: so was the family, in the same pass
-    invite = MeetingInvite(
-        uid=f"{state.id}-{name}@onefamily",
-        start=at,
-        end=at + timedelta(hours=1, minutes=30),
-        location=location,
-        summary=summary,
-        sequence=sequence,
-        tz=state.policy.timezone,
-    )
-    team = set(state.team_ids)
     recipients = [staff_recipient(RecipientRole.team, p) for p in dict.fromkeys(participants)
                   if p in team]
     if "family" in participants:
@@ -174,7 +194,8 @@ def pending(state: CaseState, done: set[str]) -> list[Effect]:
     """Effects not yet handed over. Keys are checked before requests are built: this runs
     after every change of a case that may have years of history."""
     effects = (_document_effects(state) + _deadline_effects(state, done)
-               + _invitation_effects(state, done) + _plan_effects(state, done))
+               + _invitation_effects(state, done) + _plan_effects(state, done)
+               + family_effects.notice_effects(state, done))
     return [e for e in effects if e.key not in done]
 
 

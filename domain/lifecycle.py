@@ -8,10 +8,11 @@ Refusals are checked in the contract's order: 403 (who) before 409 (stage / clos
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from domain import clocks
+from domain import access, clocks
+from domain import consent as cs
 from domain import deadlines as dl
 from domain.calendar import add_days, add_months, next_weekly_meeting
 from models.case import (
@@ -24,20 +25,31 @@ from models.case import (
     CaseCreate,
     CaseState,
     CastVote,
+    ChangeConsent,
     CloseCase,
     Closure,
     CommitteeDecision,
     CommitteeDecisionKind,
+    ConfirmFocusPoints,
+    ConsentRecord,
+    ConsentStatus,
     Contact,
+    ContactKind,
     CoordinatorTerm,
     DeadlineKind,
     EscalationItem,
     ExtendAssessment,
+    FamilyMember,
     FamilyResponse,
+    FocusPoints,
+    FocusPointsEntry,
     FormTeam,
+    GiveConsent,
     HistoryEntry,
     Pause,
     PauseCase,
+    PauseRequest,
+    PauseRequestEntry,
     PlanDraft,
     PlannedMeeting,
     PlanVersion,
@@ -45,8 +57,10 @@ from models.case import (
     ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
+    RevokeConsent,
     ScheduleAssessmentMeeting,
     ScheduleStatusMeeting,
+    SetContactPreference,
     Stage,
     StatusMeeting,
     TeamMember,
@@ -88,17 +102,57 @@ class Ctx:
     actor: Actor
     now: datetime
     policy: Policy
+    # The departments of the staff directory, as the API knows them (consent commands check
+    # a named department against them); None: not told.
+    departments: frozenset[str] | None = None
 
 
 # ---------------------------------------------------------------- who may do what
 
 
 def is_admin(actor: Actor) -> bool:
-    return "admin" in actor.roles
+    return "admin" in actor.roles and not access.is_family(actor)
 
 
 def is_manager(actor: Actor) -> bool:
-    return is_admin(actor) or "manager" in actor.roles
+    return is_admin(actor) or ("manager" in actor.roles and not access.is_family(actor))
+
+
+# What a family member signed in to the portal may do on their own case (DESIGN §11).
+FAMILY_COMMANDS = frozenset({
+    "family_response", "give_consent", "change_consent", "revoke_consent",
+    "set_contact_preference", "family_focus_points", "request_pause",
+})
+# ... of which these only a parent (a child's consent is given by the parents; the plan is
+# approved by them).
+PARENT_COMMANDS = frozenset({"family_response", "give_consent", "change_consent", "revoke_consent"})
+
+
+def family_member(state: CaseState, actor: Actor) -> FamilyMember:
+    """The signed-in family member of this case (403 for another case or an unknown member)."""
+    if actor.case_id != state.id or actor.member_id is None:
+        raise forbidden(access.NOT_YOUR_FAMILY)
+    member = next((m for m in state.family.members if m.id == actor.member_id), None)
+    if member is None:
+        raise forbidden(access.NOT_YOUR_FAMILY)
+    return member
+
+
+def require_family_command(state: CaseState, name: str, actor: Actor) -> None:
+    if name not in FAMILY_COMMANDS:
+        raise forbidden("A family member cannot do this; the family coordinator does it.")
+    member = family_member(state, actor)
+    if name in PARENT_COMMANDS and member.role.value != "parent":
+        raise forbidden("Only a parent of the family can do this.")
+
+
+def require_worker_or_family(state: CaseState, actor: Actor) -> None:
+    """The case's coordinator, a manager, an admin — or the family of this very case (whose
+    rights `execute` has already checked)."""
+    if access.is_family(actor):
+        family_member(state, actor)
+        return
+    require_case_worker(state, actor)
 
 
 def require_case_worker(state: CaseState, actor: Actor) -> None:
@@ -174,8 +228,10 @@ def normalise_paragraph(paragraph: str) -> str:
 
 
 def new_case(
-    case_id: str, body: CaseCreate, ctx: Ctx, possible_duplicates: list[str] | None = None
+    case_id: str, body: CaseCreate, ctx: Ctx, possible_duplicates: list[str] | None = None,
+    consent_rules: bool = True,
 ) -> CaseState:
+    """`consent_rules`: False only for the replay of a case started before consents existed."""
     policy = ctx.policy
     family = body.family
     if family.language is None:
@@ -221,6 +277,13 @@ def new_case(
                 "case_ids": possible_duplicates,
             }
         )
+    if consent_rules:  # the referral's consent (derived by the model) and its renewal clock
+        cs.enable(state, ctx.now, tell=False)
+        if state.consents[0].status is ConsentStatus.expired:
+            state.flags.append({
+                "kind": "consent_expired",
+                "detail": f"The referral's consent ended on {body.consent.valid_until}: it covers "
+                          "nobody but the coordinator until the family gives a new one."})
     return finish(state, ctx)
 
 
@@ -317,12 +380,20 @@ def apply_form_team(state: CaseState, body: FormTeam, ctx: Ctx) -> None:
     _record(state, ctx, "team_formed", members=ids)
     if state.stage is Stage.coordinator_assigned:
         _enter(state, Stage.team_formed, ctx)
+    plan = pending_draft(state)
+    if state.consent_rules and plan is not None and plan.decision == "pending" and plan.votes:
+        # A member whose vote the plan waited for (e.g. without the family's consent) left.
+        _decide_when_all_voted(state, plan, ctx)
 
 
 def apply_record_contact(state: CaseState, body: RecordContact, ctx: Ctx) -> None:
     require_team(state, ctx.actor)
     require_open(state)
     _not_in_future(body.at, ctx.now, "contact")
+    _contact(state, body, ctx)
+
+
+def _contact(state: CaseState, body: RecordContact, ctx: Ctx) -> None:
     state.contacts.append(Contact(kind=body.kind, at=body.at, notes=body.notes, by=ctx.actor.id))
     dl.satisfy(state, DeadlineKind.first_contact, body.at, "contact")
     meeting = state.planned_meeting or state.assessment_meeting
@@ -349,6 +420,9 @@ def apply_pause(state: CaseState, body: PauseCase, ctx: Ctx) -> None:
     state.paused = True
     state.pauses.append(Pause(since=ctx.now, reason=body.reason,
                               waiting_for_family=body.waiting_for_family, by=ctx.actor.id))
+    for i, request in enumerate(state.pause_requests):
+        if request.handled_at is None:  # the family's request for a pause is answered
+            state.pause_requests[i] = request.model_copy(update={"handled_at": ctx.now})
     stopped = clocks.pause(state, ctx.now) if body.waiting_for_family else []
     _record(state, ctx, "case_paused", waiting_for_family=body.waiting_for_family,
             clocks_paused=stopped)
@@ -428,11 +502,17 @@ def apply_schedule_assessment_meeting(
     require_case_worker(state, ctx.actor)
     require_stage(state, {Stage.team_formed, Stage.assessment}, "schedule the assessment meeting")
     team = set(state.team_ids)
+    if state.consent_rules:
+        team -= cs.uncovered(state)  # they may not hear of the case, let alone meet the family
     present = [p for p in dict.fromkeys(body.participants) if p in team]
     if len(present) < 2:
+        pending = sorted(set(state.team_ids) - team)
+        waiting = (f"; the family has not consented to share the case with "
+                   f"{', '.join(pending)}" if pending else "")
         raise invalid(
             "The assessment meeting needs at least two core-team members among the participants "
-            f"(found {len(present)}; the core team is: {', '.join(sorted(team)) or 'nobody yet'})."
+            f"(found {len(present)}; the core team is: {', '.join(sorted(team)) or 'nobody yet'}"
+            f"{waiting})."
         )
     if body.at < ctx.now - timedelta(days=1):
         raise invalid("The assessment meeting must be scheduled in the future.")
@@ -666,6 +746,11 @@ def apply_vote(state: CaseState, body: CastVote, ctx: Ctx) -> None:
         raise forbidden(f"A vote is cast by the voter: '{actor.id}' cannot vote as '{body.staff_id}'.")
     if body.staff_id not in state.team_ids:
         raise forbidden(f"'{body.staff_id}' is not on this case's core team and cannot vote.")
+    if state.consent_rules and body.staff_id in cs.uncovered(state):
+        raise forbidden(
+            f"The family has not consented to share this case with '{body.staff_id}', who "
+            "therefore cannot vote; the plan waits for the family's consent or for their "
+            "removal from the core team.")
     require_stage(state, {Stage.planning, Stage.active, Stage.escalated}, "vote on the plan")
     plan = pending_draft(state)
     if plan is None or plan.decision != "pending":
@@ -683,6 +768,13 @@ def apply_vote(state: CaseState, body: CastVote, ctx: Ctx) -> None:
     if body.vote is VoteValue.disagree:
         _escalate(state, plan, [f"disagreement: {body.staff_id}"], ctx)
         return
+    _decide_when_all_voted(state, plan, ctx)
+
+
+def _decide_when_all_voted(state: CaseState, plan: PlanVersion, ctx: Ctx) -> None:
+    """The decision rule once every member of the core team has voted (all agreed: a
+    disagreement escalates at once). A member the family's consent does not cover cannot vote:
+    the plan waits for their consent or for their removal from the team."""
     voted = {v.staff_id for v in plan.votes}
     if not set(state.team_ids) <= voted:
         return
@@ -697,7 +789,7 @@ def apply_vote(state: CaseState, body: CastVote, ctx: Ctx) -> None:
 
 
 def apply_family_response(state: CaseState, body: FamilyResponse, ctx: Ctx) -> None:
-    require_case_worker(state, ctx.actor)
+    require_worker_or_family(state, ctx.actor)
     require_stage(
         state, {Stage.planning, Stage.escalated, Stage.active}, "record the family's response"
     )
@@ -840,6 +932,217 @@ def apply_close(state: CaseState, body: CloseCase, ctx: Ctx) -> None:
     _enter(state, Stage.closed, ctx)
 
 
+# ---------------------------------------------------------------- consent and the family (§11)
+
+
+def _consent_giver(state: CaseState, ctx: Ctx) -> FamilyMember | None:
+    """The coordinator, a manager or admin (a consent given on paper), or a parent of this
+    family (`execute` checked the family's rights). Returns the family member, if it is one."""
+    require_worker_or_family(state, ctx.actor)
+    return family_member(state, ctx.actor) if access.is_family(ctx.actor) else None
+
+
+def _member(state: CaseState, member_id: str) -> FamilyMember:
+    member = next((m for m in state.family.members if m.id == member_id), None)
+    if member is None:
+        ids = ", ".join(m.id or "?" for m in state.family.members)
+        raise invalid(f"Family member '{member_id}' is not on this case (its members are {ids}).")
+    return member
+
+
+def _consent(state: CaseState, consent_id: str) -> ConsentRecord:
+    consent = next((c for c in state.consents if c.id == consent_id), None)
+    if consent is None:
+        raise Refusal("not_found", f"No consent '{consent_id}' on this case.")
+    return consent
+
+
+def _still_active(consent: ConsentRecord, doing: str) -> None:
+    if consent.status is ConsentStatus.revoked:
+        when = consent.revoked_at.date().isoformat() if consent.revoked_at else "earlier"
+        raise conflict(f"Consent {consent.id} was already revoked ({when}); "
+                       f"record a new consent instead of trying to {doing} it.")
+    if consent.status is ConsentStatus.expired:
+        raise conflict(f"Consent {consent.id} has expired; record a new consent instead of "
+                       f"trying to {doing} it.")
+
+
+def _check_scope(state: CaseState, ctx: Ctx, staff_ids: list[str], departments: list[str],
+                 covers: list[str], expires_at) -> None:
+    if "case" not in covers:
+        raise invalid("A consent covers the case (\"case\"), and may cover its documents too "
+                      "(\"documents\").")
+    unknown = cs.unknown_departments(state, departments, ctx.departments)
+    if unknown:
+        raise invalid(f"Unknown department(s) {', '.join(unknown)}: not a department of the "
+                      "staff directory nor of the case's team.")
+    if expires_at is not None and expires_at < cs.local_today(ctx.now, ctx.policy.timezone):
+        raise invalid(f"The consent's expiry date {expires_at.isoformat()} is in the past.")
+
+
+def apply_give_consent(state: CaseState, body: GiveConsent, ctx: Ctx) -> None:
+    member = _consent_giver(state, ctx)
+    require_open(state)
+    giver = _member(state, body.member_id)
+    if member is not None and giver.id != member.id:
+        raise forbidden(f"You give a consent in your own name ('{member.id}'), not for "
+                        f"'{giver.id}'.")
+    staff_ids = list(dict.fromkeys(body.staff_ids))
+    departments = list(dict.fromkeys(body.departments))
+    covers = [c for c in ("case", "documents") if c in body.covers]
+    if body.core_team and (staff_ids or departments):
+        raise invalid("A consent for the whole core team names no staff or departments.")
+    if not (body.core_team or staff_ids or departments):
+        raise invalid("Name the professionals (staff_ids) or departments the family consents "
+                      "to share the case with, or the whole core team (core_team).")
+    _check_scope(state, ctx, staff_ids, departments, covers, body.expires_at)
+    cs.enable(state, ctx.now)
+    consent = ConsentRecord(
+        id=f"c{len(state.consents) + 1}", member_id=giver.id, staff_ids=staff_ids,
+        departments=departments, covers=covers, given_at=ctx.now, expires_at=body.expires_at,
+        core_team=body.core_team, source="family" if member is not None else "paper",
+        given_by=ctx.actor.id,
+    )
+    state.consents.append(consent)
+    cs.start_renewal(state, consent, ctx.now)
+    _record(state, ctx, "consent_given", consent_id=consent.id, member_id=giver.id,
+            staff_ids=staff_ids, departments=departments, covers=covers,
+            expires_at=body.expires_at.isoformat(), core_team=body.core_team)
+    if member is not None:
+        cs.notify(state, ctx.now, "consent_given", consent_id=consent.id, member_id=giver.id)
+
+
+def apply_change_consent(state: CaseState, body: ChangeConsent, ctx: Ctx) -> None:
+    member = _consent_giver(state, ctx)
+    require_open(state)
+    index = state.consents.index(_consent(state, body.consent_id))
+    consent = state.consents[index]
+    _still_active(consent, "change")
+    changes = body.model_dump(exclude={"consent_id"}, exclude_none=True)
+    if not changes:
+        raise invalid("Nothing to change: give staff_ids, departments, covers or expires_at.")
+    staff_ids = list(dict.fromkeys(body.staff_ids if body.staff_ids is not None else consent.staff_ids))
+    departments = list(dict.fromkeys(
+        body.departments if body.departments is not None else consent.departments))
+    covers = [c for c in ("case", "documents") if c in (body.covers or consent.covers)]
+    core_team = consent.core_team and not staff_ids and not departments
+    if not (core_team or staff_ids or departments):
+        raise invalid(f"Consent {consent.id} would cover nobody; revoke it instead.")
+    _check_scope(state, ctx, staff_ids, departments if body.departments is not None else [],
+                 covers, body.expires_at)
+    cs.enable(state, ctx.now)
+    before = cs.uncovered(state)
+    changed = consent.model_copy(update={
+        "staff_ids": staff_ids, "departments": departments, "covers": covers,
+        "core_team": core_team,
+        "expires_at": body.expires_at if body.expires_at is not None else consent.expires_at})
+    state.consents[index] = changed
+    if changed.expires_at != consent.expires_at:
+        cs.start_renewal(state, changed, ctx.now)
+    lost = sorted(cs.uncovered(state) - before)
+    _record(state, ctx, "consent_changed", consent_id=consent.id,
+            changed=sorted(changes), no_longer_covered=lost,
+            expires_at=changed.expires_at.isoformat() if changed.expires_at else None)
+    if member is not None or lost:
+        cs.notify(state, ctx.now, "consent_changed", consent_id=consent.id,
+                  no_longer_covered=lost, by=ctx.actor.id)
+
+
+def apply_revoke_consent(state: CaseState, body: RevokeConsent, ctx: Ctx) -> None:
+    _consent_giver(state, ctx)
+    require_open(state)
+    index = state.consents.index(_consent(state, body.consent_id))
+    consent = state.consents[index]
+    _still_active(consent, "revoke")
+    cs.enable(state, ctx.now)
+    before = cs.uncovered(state)
+    state.consents[index] = consent.model_copy(update={
+        "status": ConsentStatus.revoked, "revoked_at": ctx.now})
+    cs.cancel_renewal(state, consent.id)
+    lost = sorted(cs.uncovered(state) - before)
+    _record(state, ctx, "consent_revoked", consent_id=consent.id, no_longer_covered=lost)
+    if ctx.actor.id != state.coordinator_id:
+        cs.notify(state, ctx.now, "consent_revoked", consent_id=consent.id,
+                  no_longer_covered=lost, by=ctx.actor.id)
+
+
+def apply_set_contact_preference(state: CaseState, body: SetContactPreference, ctx: Ctx) -> None:
+    """The family's wish for how much contact it wants: changes the coordinator's check-in
+    cadence (never a statutory deadline)."""
+    require_worker_or_family(state, ctx.actor)
+    require_open(state)
+    if body.preference is state.contact_preference:
+        raise conflict(f"The contact preference is already '{body.preference.value}'.")
+    previous = state.contact_preference
+    state.contact_preference = body.preference
+    checkin = next(iter(dl.open_deadlines(state, DeadlineKind.family_checkin)), None)
+    if checkin is not None:
+        # The next check-in counts from the last contact with the new cadence.
+        last = max((c.at for c in state.contacts), default=ctx.now)
+        days = ctx.policy.family_checkin_days.get(body.preference.value, 30)
+        dl.cancel(state, DeadlineKind.family_checkin)
+        dl.add_deadline(state, ctx.policy, DeadlineKind.family_checkin,
+                        add_days(last, days, ctx.policy.timezone), state.coordinator_id, now=ctx.now)
+    _record(state, ctx, "contact_preference_changed",
+            **{"from": previous.value, "to": body.preference.value})
+
+
+def apply_family_focus_points(state: CaseState, body: FocusPoints, ctx: Ctx) -> None:
+    require_worker_or_family(state, ctx.actor)
+    require_open(state)
+    if body.meeting_number is not None:
+        planned = state.planned_meeting
+        if planned is None or planned.number != body.meeting_number:
+            which = f"status meeting {planned.number} is" if planned else "no status meeting is"
+            raise invalid(f"Status meeting {body.meeting_number} is not planned ({which} planned).")
+    member = family_member(state, ctx.actor) if access.is_family(ctx.actor) else None
+    entry = FocusPointsEntry(
+        number=len(state.focus_points) + 1, text=body.text,
+        meeting_number=body.meeting_number if body.meeting_number is not None
+        else (state.planned_meeting.number if state.planned_meeting else None),
+        at=ctx.now, by=ctx.actor.id, member_id=member.id if member else None)
+    state.focus_points.append(entry)
+    _record(state, ctx, "family_focus_points", number=entry.number,
+            meeting_number=entry.meeting_number)
+    if ctx.actor.id != state.coordinator_id:
+        cs.notify(state, ctx.now, "focus_points", number=entry.number,
+                  meeting_number=entry.meeting_number)
+
+
+def apply_confirm_focus_points(state: CaseState, body: ConfirmFocusPoints, ctx: Ctx) -> None:
+    """The coordinator read the family's focus points: a recorded contact (kind message) at this
+    moment, which counts as the pre-meeting contact of the meeting ahead."""
+    require_case_worker(state, ctx.actor)
+    require_open(state)
+    index = next((i for i, f in enumerate(state.focus_points) if f.number == body.number), None)
+    if index is None:
+        raise Refusal("not_found", f"No focus points number {body.number} on this case.")
+    entry = state.focus_points[index]
+    if entry.confirmed_at is not None:
+        raise conflict(f"Focus points {body.number} were already confirmed by "
+                       f"'{entry.confirmed_by}'.")
+    state.focus_points[index] = entry.model_copy(update={"confirmed_at": ctx.now,
+                                                         "confirmed_by": ctx.actor.id})
+    notes = body.notes or f"The family's focus points ({body.number}) read and confirmed."
+    _contact(state, RecordContact(kind=ContactKind.message, at=ctx.now, notes=notes), ctx)
+    _record(state, ctx, "focus_points_confirmed", number=body.number)
+
+
+def apply_request_pause(state: CaseState, body: PauseRequest, ctx: Ctx) -> None:
+    """The family asks for a break: recorded and the coordinator told; the coordinator then
+    pauses the case (the `pause` command)."""
+    require_worker_or_family(state, ctx.actor)
+    require_open(state)
+    if state.paused:
+        raise conflict("The case is already paused.")
+    member = family_member(state, ctx.actor) if access.is_family(ctx.actor) else None
+    entry = PauseRequestEntry(number=len(state.pause_requests) + 1, reason=body.reason,
+                              at=ctx.now, by=ctx.actor.id, member_id=member.id if member else None)
+    state.pause_requests.append(entry)
+    _record(state, ctx, "pause_requested", number=entry.number)
+    cs.notify(state, ctx.now, "pause_requested", number=entry.number)
+
+
 # ---------------------------------------------------------------- after every command
 
 
@@ -848,9 +1151,15 @@ def blocked_on(state: CaseState) -> BlockedOn | None:
     since = state.stage_since
     nxt = dl.next_due(state)
     coordinator = state.coordinator_id
+    pending = cs.pending_members(state) if state.consent_rules else []
     match state.stage:
         case Stage.closed:
             return None
+        case stage if pending and stage is not Stage.escalated:
+            what = ("the family's consent to share with "
+                    + ", ".join(cs.describe(m) for m in pending))
+            owner = "family"
+            since = min((m.pending_since for m in pending if m.pending_since), default=since)
         case Stage.referred:
             what, owner = "coordinator assignment", "manager"
         case Stage.coordinator_assigned:
@@ -888,8 +1197,19 @@ def blocked_on(state: CaseState) -> BlockedOn | None:
 
 def finish(state: CaseState, ctx: Ctx) -> CaseState:
     state.version += 1
+    cs.refresh(state, ctx.now)
     state.blocked_on = blocked_on(state)
     return state
+
+
+def after_clocks(state: CaseState, now: datetime) -> list[str]:
+    """After the workflow's clocks fired: consents whose end has come expire (with the
+    consent rules on); the team's consent status and "blocked on" follow. Returns the ids of
+    the consents that expired."""
+    expired = cs.expire_due(state, now) if state.consent_rules else []
+    cs.refresh(state, now)
+    state.blocked_on = blocked_on(state)
+    return expired
 
 
 def working_copy(state: CaseState) -> CaseState:
@@ -912,6 +1232,10 @@ def working_copy(state: CaseState) -> CaseState:
         "provisional_assessments": list(state.provisional_assessments),
         "assessment_extensions": list(state.assessment_extensions),
         "team": list(state.team),
+        "consents": list(state.consents),
+        "notices": list(state.notices),
+        "focus_points": list(state.focus_points),
+        "pause_requests": list(state.pause_requests),
     })
 
 
@@ -919,8 +1243,14 @@ def execute(state: CaseState, name: str, inp: CommandInput, ctx: Ctx) -> CaseSta
     """Apply one command to `state` in place; raises Refusal and then `state` must be dropped."""
     if inp.expected_version is not None and inp.expected_version != state.version:
         raise conflict(STALE)
+    if access.is_family(ctx.actor):
+        require_family_command(state, name, ctx.actor)
     model = BODY_MODELS[name]
     body = model.model_validate(inp.body or {}) if model is not None else None
+    if inp.known_departments is not None:
+        ctx = replace(ctx, departments=frozenset(inp.known_departments))
+    if state.consent_rules:
+        cs.expire_due(state, ctx.now)  # a command in the second before the timer: expired
     match name:
         case "assign_coordinator":
             apply_assign_coordinator(state, body, ctx, inp.coordinator_load, inp.suggestion)
@@ -951,6 +1281,13 @@ COMMANDS = {
     "provisional_assessment": apply_provisional_assessment,
     "schedule_status_meeting": apply_schedule_status_meeting,
     "extend_assessment": apply_extend_assessment,
+    "give_consent": apply_give_consent,
+    "change_consent": apply_change_consent,
+    "revoke_consent": apply_revoke_consent,
+    "set_contact_preference": apply_set_contact_preference,
+    "family_focus_points": apply_family_focus_points,
+    "confirm_focus_points": apply_confirm_focus_points,
+    "request_pause": apply_request_pause,
 }
 
 

@@ -47,6 +47,7 @@ DK = Policy(
         "status_meeting": "Én familie, én indgang: status meetings by concern level",
         "family_checkin": "The family's contact preference",
         "committee_decision": "Visitation committee decision within 21 days",
+        "consent_renewal": "Consent to share information (forvaltningsloven § 28; GDPR art. 7)",
     },
     ics_dimensions=_DK_ICS,
 )
@@ -72,6 +73,7 @@ SE = Policy(
         "status_meeting": "SIP follow-up meetings by concern level",
         "family_checkin": "The family's contact preference",
         "committee_decision": "Nämnd decision within 21 days",
+        "consent_renewal": "Consent to share information (OSL 12 kap. 2 §; GDPR art. 7)",
     },
     ics_dimensions={
         "child_development": ["health", "education", "emotional_behavioural_development",

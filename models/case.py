@@ -50,6 +50,15 @@ def _plausible(value: datetime) -> datetime:
 When = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
+def _plausible_day(value: date) -> date:
+    if not 1990 <= value.year <= 2100:
+        raise ValueError("must be a date between 1990 and 2100")
+    return value
+
+
+Day = Annotated[date, AfterValidator(_plausible_day)]
+
+
 class Stage(StrEnum):
     referred = "referred"
     coordinator_assigned = "coordinator_assigned"
@@ -139,6 +148,7 @@ class DeadlineKind(StrEnum):
     status_meeting = "status_meeting"
     family_checkin = "family_checkin"
     committee_decision = "committee_decision"
+    consent_renewal = "consent_renewal"
 
 
 class DeadlineStatus(StrEnum):
@@ -376,6 +386,68 @@ class CommitteeDecision(Strict):
     funding: list[FundingShare] = Field([], max_length=MAX_ITEMS)
 
 
+# ---------------------------------------------------------------- consent and the family (§11)
+
+ConsentCover = Literal["case", "documents"]
+ConsentCovers = Annotated[list[ConsentCover], Field(min_length=1, max_length=2)]
+
+
+class GiveConsent(Strict):
+    """A consent the family gives (in the portal), or gave on paper (the coordinator records
+    it): which professionals (`staff_ids`) and departments may see what, until when. The
+    consent is valid through `expires_at` (inclusive, the municipality's calendar day)."""
+
+    member_id: NonBlankLabel
+    staff_ids: list[NonBlankLabel] = Field([], max_length=MAX_ITEMS)
+    departments: list[NonBlankLabel] = Field([], max_length=MAX_ITEMS)
+    covers: ConsentCovers = ["case", "documents"]
+    expires_at: Day
+    # The whole core team as it is formed (like the referral's coordinated handling); only
+    # without staff_ids and departments.
+    core_team: bool = False
+
+
+class ConsentChanges(Strict):
+    """Narrow or extend a consent: every field given replaces the consent's (None: kept)."""
+
+    staff_ids: list[NonBlankLabel] | None = Field(None, max_length=MAX_ITEMS)
+    departments: list[NonBlankLabel] | None = Field(None, max_length=MAX_ITEMS)
+    covers: ConsentCovers | None = None
+    expires_at: Day | None = None
+
+
+class ChangeConsent(ConsentChanges):
+    consent_id: NonBlankLabel
+
+
+class RevokeConsent(Strict):
+    consent_id: NonBlankLabel
+    reason: LongText = ""
+
+
+class SetContactPreference(Strict):
+    preference: ContactPreference
+
+
+class FocusPoints(Strict):
+    """What the family wants to talk about at the next meeting (before a status meeting)."""
+
+    text: NonBlank
+    # The planned status meeting it is for; None: the next meeting.
+    meeting_number: int | None = Field(None, ge=1, le=100_000)
+
+
+class ConfirmFocusPoints(Strict):
+    """The coordinator has read the family's focus points: counts as the pre-meeting contact."""
+
+    number: int = Field(ge=1, le=100_000)
+    notes: LongText = ""
+
+
+class PauseRequest(Strict):
+    reason: NonBlank
+
+
 # ---------------------------------------------------------------- state
 
 
@@ -396,6 +468,10 @@ class TeamMember(BaseModel):
     staff_id: str
     discipline: str
     department: str
+    # pending_consent: on the team, but no active consent of the family covers them yet (or
+    # any more): they see nothing, get no messages and cannot vote (DESIGN §11).
+    status: Literal["active", "pending_consent"] = "active"
+    pending_since: datetime | None = None
 
 
 class Deadline(BaseModel):
@@ -414,6 +490,9 @@ class Deadline(BaseModel):
     # Set while the clock is paused waiting for the family; resuming moves due_at on.
     paused_since: datetime | None = None
     paused_seconds: float = 0
+    # What the deadline is about, when a kind can have several at once (consent_renewal: the
+    # consent's id).
+    ref: str | None = None
 
     def is_open(self) -> bool:
         return self.status in (DeadlineStatus.open, DeadlineStatus.overdue)
@@ -555,6 +634,80 @@ class BlockedOn(BaseModel):
     next_timer: str | None = None
 
 
+class ConsentStatus(StrEnum):
+    active = "active"
+    expired = "expired"
+    revoked = "revoked"
+
+
+class ConsentRecord(BaseModel):
+    """One consent of the family (DESIGN §11). Never deleted: revoked and expired ones stay."""
+
+    id: str
+    member_id: str | None = None  # the family member who gave it
+    staff_ids: list[str] = []
+    departments: list[str] = []
+    covers: list[ConsentCover] = ["case", "documents"]
+    given_at: datetime
+    # Valid through this day (inclusive, in the municipality's time zone); None: no end.
+    expires_at: date | None = None
+    revoked_at: datetime | None = None
+    expired_at: datetime | None = None
+    status: ConsentStatus = ConsentStatus.active
+    # Covers the whole core team as it is formed (the referral's coordinated handling
+    # without departments).
+    core_team: bool = False
+    source: Literal["referral", "paper", "family"] = "paper"
+    given_by: str = "system"
+
+
+def referral_consent(consent: Consent, family: Family, given_at: datetime) -> ConsentRecord:
+    """The case's first consent, from the referral (DESIGN §11): coordinated handling covers
+    the coordinator and the core team as it is formed, narrowed to `departments` when there
+    are any, until `valid_until`; without coordinated handling it covers the coordinator alone
+    (who is always covered). Pure: also derived for states from before consents existed."""
+    parent = next((m.id for m in family.members if m.role is MemberRole.parent), None)
+    handled = consent.coordinated_handling
+    departments = list(dict.fromkeys(consent.departments)) if handled else []
+    return ConsentRecord(
+        id="c1", member_id=parent, departments=departments, given_at=given_at,
+        expires_at=consent.valid_until, core_team=handled and not departments,
+        source="referral", given_by="referral",
+    )
+
+
+class Notice(BaseModel):
+    """Something the coordinator must hear about (a consent revoked or expired, the family's
+    focus points or request for a pause): one message each (domain/effects.py)."""
+
+    number: int
+    at: datetime
+    event: str
+    to: str  # the coordinator's staff id, or "manager" while the case has none
+    detail: dict = {}
+
+
+class FocusPointsEntry(BaseModel):
+    number: int
+    text: str
+    meeting_number: int | None = None
+    at: datetime
+    by: str
+    member_id: str | None = None
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = None
+
+
+class PauseRequestEntry(BaseModel):
+    number: int
+    reason: str
+    at: datetime
+    by: str
+    member_id: str | None = None
+    # When the coordinator paused the case (the existing `pause` command) after it.
+    handled_at: datetime | None = None
+
+
 class CaseState(BaseModel):
     id: str
     version: int = 0
@@ -595,6 +748,22 @@ class CaseState(BaseModel):
     closure: Closure | None = None
     flags: list[dict] = []
     blocked_on: BlockedOn | None = None
+    # The family's consents (DESIGN §11); the first is the referral's (derived on load for
+    # states from before consents existed).
+    consents: list[ConsentRecord] = []
+    # The workflow applies the consent rules (votes, invitations, blocked-on, renewal clocks):
+    # set for cases started (or continued) by code that knows them, so old runs replay as
+    # they ran. The access policy applies consents to every case regardless.
+    consent_rules: bool = False
+    notices: list[Notice] = []
+    focus_points: list[FocusPointsEntry] = []
+    pause_requests: list[PauseRequestEntry] = []
+
+    @model_validator(mode="after")
+    def _first_consent(self) -> CaseState:
+        if not self.consents:
+            self.consents = [referral_consent(self.consent, self.family, self.created_at)]
+        return self
 
     @property
     def plan(self) -> PlanVersion | None:

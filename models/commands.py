@@ -13,18 +13,25 @@ from models.case import (
     CaseCreate,
     CaseState,
     CastVote,
+    ChangeConsent,
     CloseCase,
     CommitteeDecision,
+    ConfirmFocusPoints,
     ExtendAssessment,
     FamilyResponse,
+    FocusPoints,
     FormTeam,
+    GiveConsent,
     PauseCase,
+    PauseRequest,
     PlanDraft,
     ProvisionalAssessmentIn,
     RecordContact,
     RecordStatusMeeting,
+    RevokeConsent,
     ScheduleAssessmentMeeting,
     ScheduleStatusMeeting,
+    SetContactPreference,
     Triage,
 )
 from models.policy import Policy
@@ -68,6 +75,10 @@ class CommandInput(BaseModel):
     # The case version the sender's page showed: a command sent from a page that is out of
     # date is refused (409) and applies nothing. None: no such check (the JSON API).
     expected_version: int | None = None
+    # give_consent / change_consent: the departments of the staff directory (a consent naming
+    # a department neither there nor on the team is refused). None: the API did not say; the
+    # departments of the team and of the existing contacts are known then.
+    known_departments: list[str] | None = None
 
 
 BODY_MODELS: dict[str, type[BaseModel] | None] = {
@@ -89,4 +100,13 @@ BODY_MODELS: dict[str, type[BaseModel] | None] = {
     "provisional_assessment": ProvisionalAssessmentIn,
     "schedule_status_meeting": ScheduleStatusMeeting,
     "extend_assessment": ExtendAssessment,
+    # The family's commands (DESIGN §11; the family may give exactly these and
+    # family_response, see domain.lifecycle.FAMILY_COMMANDS) and the coordinator's answer.
+    "give_consent": GiveConsent,
+    "change_consent": ChangeConsent,
+    "revoke_consent": RevokeConsent,
+    "set_contact_preference": SetContactPreference,
+    "family_focus_points": FocusPoints,
+    "confirm_focus_points": ConfirmFocusPoints,
+    "request_pause": PauseRequest,
 }

@@ -47,6 +47,8 @@ class NotificationStatus(StrEnum):
     sent = "sent"
     failed = "failed"
     deferred = "deferred"
+    # Not sent, never to be: the family's consent no longer covers the recipient (DESIGN §11).
+    cancelled = "cancelled"
 
 
 class Recipient(BaseModel):
@@ -110,6 +112,9 @@ class NotificationRequest(BaseModel):
     context: dict = {}
     invite: MeetingInvite | None = None
     optional: bool = False
+    # Asked for by the recipient this minute (a family member's sign-in code): never held
+    # back by the quiet hours.
+    asked_for: bool = False
 
 
 class NotificationResult(BaseModel):

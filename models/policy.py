@@ -46,6 +46,9 @@ DEFAULT_CLOCKS: dict[str, ClockRule] = {
                                 pauses_for_family=True),
     "committee_decision": ClockRule(remind_before_days=[7], ladder=["committee", "manager"],
                                     ladder_interval_days=2),
+    # A consent's expiry (DESIGN §11): the family is reminded `Policy.consent_renewal_days`
+    # before; at the due time the consent expires and the coordinator is told.
+    "consent_renewal": ClockRule(ladder=["coordinator"]),
 }
 
 
@@ -87,6 +90,8 @@ class Policy(BaseModel):
     )
     # Sweden: the committee (nämnd) may extend the assessment deadline by a recorded decision.
     assessment_extension_allowed: bool = False
+    # The family is asked to renew a consent this many days before it expires (DESIGN §11).
+    consent_renewal_days: int = Field(30, ge=1, le=365)
 
     @property
     def key(self) -> str:

@@ -47,6 +47,13 @@ class CaseRow(SQLModel, table=True):
     # ",h1,h2,...,": keyed hashes of each name and each word of it, for `q` (exact match).
     search_text: str
     team_text: str = ""  # ",id1,id2," for need-to-know filtering
+    # The family's consent (DESIGN §11, domain/consent.py): ",id1,id2," of the team members no
+    # active consent covers for the case / for its documents, and the instant the next active
+    # consent ends (past it, the case's facts are computed afresh from the document and lists
+    # leave the case out for its team members until the workflow has projected the expiry).
+    uncovered_text: str = ""
+    uncovered_documents_text: str = ""
+    consent_until: datetime | None = None
     received_at: datetime
     created_at: datetime
     stage_since: datetime = Field(index=True)

@@ -22,8 +22,8 @@ import re
 import unicodedata
 from datetime import datetime
 
-from sqlalchemy import Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import Index, UniqueConstraint, update
+from sqlmodel import Field, Session, SQLModel
 
 from models import sealed
 
@@ -76,6 +76,23 @@ class FamilyIdentityRow(SQLModel, table=True):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+def withdraw_invitations(session: Session, case_id: str, member_id: str | None, now: datetime) -> int:
+    """Withdraw a case's pending invitations (of one member, or all of its members) and spend
+    their unused sign-in codes, e.g. when the family's consent no longer allows contact. The
+    caller commits. Returns how many invitations were withdrawn."""
+    links = update(FamilyInvitationRow).where(
+        FamilyInvitationRow.case_id == case_id, FamilyInvitationRow.used_at.is_(None),
+        FamilyInvitationRow.cancelled_at.is_(None))
+    codes = update(FamilySignInCodeRow).where(FamilySignInCodeRow.case_id == case_id,
+                                              FamilySignInCodeRow.spent_at.is_(None))
+    if member_id is not None:
+        links = links.where(FamilyInvitationRow.member_id == member_id)
+        codes = codes.where(FamilySignInCodeRow.member_id == member_id)
+    count = session.execute(links.values(cancelled_at=now)).rowcount
+    session.execute(codes.values(spent_at=now))
+    return count
 
 
 # ---------------------------------------------------------------- identifiers (pure but for keys)

@@ -382,6 +382,14 @@ CLOSED_COMMANDS: list[tuple[str, dict | None]] = [
                                  "participants": ["anna"]}),
     ("extend_assessment", {"new_due_at": "2028-01-01T00:00:00Z", "decision_ref": "N-1",
                            "reason": "more time"}),
+    # The family's commands (DESIGN §11), given here by staff on the family's behalf.
+    ("give_consent", {"member_id": "m2", "staff_ids": ["ole"], "expires_at": "2030-01-01"}),
+    ("change_consent", {"consent_id": "c1", "expires_at": "2030-01-01"}),
+    ("revoke_consent", {"consent_id": "c1"}),
+    ("set_contact_preference", {"preference": "space"}),
+    ("family_focus_points", {"text": "Emil's school"}),
+    ("confirm_focus_points", {"number": 1}),
+    ("request_pause", {"reason": "We need a break"}),
 ]
 
 

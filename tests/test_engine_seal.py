@@ -358,7 +358,7 @@ async def test_sealed_histories_replay_with_the_keys_and_without_any(
         refused = await forged.fetch_history()
     await save_history(handle, "case_sealed_start_and_commands")
 
-    assert patch_markers(history) == ["sealed-input"]  # new cases record the patch, once
+    assert patch_markers(history).count("sealed-input") == 1  # new cases record the patch, once
 
     keys = seal_keyring(settings)
     assert await replay(history, keys) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -91,10 +92,10 @@ def test_security_headers_on_pages_json_errors_redirects_and_static(client: Test
     assert unauthenticated.status_code == 401
     has_headers(unauthenticated)
 
-    css = client.get("/assets/dashboard.css")
+    css = client.get("/static/onefamily.css")
     assert css.status_code == 200
     has_headers(css)
-    assert "no-store" not in css.headers.get("cache-control", "")  # the route's own choice stays
+    assert "no-store" not in css.headers.get("cache-control", "")  # static files may be cached
 
 
 def test_swagger_ui_is_off_and_the_spec_stays(client: TestClient) -> None:
@@ -106,14 +107,17 @@ def test_swagger_ui_is_off_and_the_spec_stays(client: TestClient) -> None:
 
 
 def test_templates_have_no_inline_script_or_style() -> None:
-    # A CSP without 'unsafe-inline' would silently drop them in the browser.
-    root = Path(__file__).resolve().parent.parent / "templates" / "dashboard"
-    for template in root.glob("*.j2"):
+    # A CSP without 'unsafe-inline' would silently drop them in the browser: a script is a
+    # file of static/ loaded with <script src>.
+    root = Path(__file__).resolve().parent.parent / "templates"
+    templates = [*(root / "dashboard").glob("*.j2"), *(root / "pages").rglob("*.j2")]
+    assert len(templates) > 10
+    for template in templates:
         if template.name == "report_document.html.j2":
             continue  # a document (served with DOCUMENT_CSP): its print stylesheet is inline
         text = template.read_text()
-        for needle in ("<script", "style=", "<style", " onclick=", " onload=", " onsubmit=",
-                       "javascript:"):
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), (template.name, "inline <script>")
+        for needle in ("style=", "<style", " onclick=", " onload=", " onsubmit=", "javascript:"):
             assert needle not in text, (template.name, needle)
 
 
@@ -344,17 +348,20 @@ async def test_the_pages_break_no_rule_of_the_csp_in_a_browser(stack: Stack) -> 
             complaints: list[str] = []
             page.on("console", lambda m: complaints.append(m.text)
                     if "Content Security Policy" in m.text else None)
-            for path in ("/", "/stuck", "/cases", f"/cases/{case_id}", "/reports", f"/reports/{month}"):
+            for path in ("/", "/dashboard", "/stuck", "/cases", "/cases/new", f"/cases/{case_id}",
+                         "/committee", "/reports", f"/reports/{month}"):
                 answer = await page.goto(stack.base_url + path)
                 assert answer is not None and answer.status == 200, path
                 assert answer.headers["content-security-policy"] == CSP
-                # The stylesheet applies: the header bar has the brand colour.
-                colour = await page.eval_on_selector("header.top", "e => getComputedStyle(e).backgroundColor")
-                assert colour == "rgb(31, 95, 139)", (path, colour)
-            bar = await page.goto(stack.base_url + "/")
+                # The stylesheet applies: Det Fælles Designsystem's typeface.
+                font = await page.eval_on_selector("body", "e => getComputedStyle(e).fontFamily")
+                assert "IBM Plex Sans" in font, (path, font)
+            bar = await page.goto(stack.base_url + "/dashboard")
             assert bar is not None
-            width = await page.eval_on_selector_all(".bar > span", "es => es.map(e => e.className)")
+            width = await page.eval_on_selector_all(".of-bar > span", "es => es.map(e => e.className)")
             assert width and all(w.startswith("w") for w in width)
+            shown = await page.eval_on_selector(".of-bar > span", "e => getComputedStyle(e).width")
+            assert shown.endswith("px"), shown
         finally:
             await browser.close()
     assert complaints == []

@@ -542,6 +542,11 @@ SAMPLES: dict[str, dict] = {
     "nudge": {"last_contact_at": "2026-11-01T09:00:00Z", "days": 14},
     "committee_agenda_ready": {"meeting_at": MEETING.isoformat(), "items": 3},
     "monthly_report_ready": {"month": "2026-11"},
+    "family_update": {"event": "consent_revoked", "consent_id": "c2",
+                      "no_longer_covered": ["ole"]},
+    "family_invitation": {"link": "https://x.example/family/welcome?token=t0k3n", "channel": "email",
+                          "expires_at": MEETING.isoformat(), "coordinator_name": "Anna Berg"},
+    "family_sign_in_code": {"code": "042917", "minutes": 10},
 }
 # One phrase per language that only a correct translation contains.
 EXPECT = {
@@ -557,6 +562,9 @@ EXPECT = {
     ("consent_renewal", "da"): "30. juni 2027",
     ("consent_renewal", "sv"): "30 juni 2027",
     ("consent_renewal", "en"): "30 June 2027",
+    ("family_update", "da"): "tilbagekaldt samtykke c2",
+    ("family_update", "sv"): "återkallat samtycke c2",
+    ("family_update", "en"): "revoked consent c2",
 }
 
 

@@ -19,8 +19,17 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.document_context import NoSuchContent, document_context
     from domain import clocks, command_seal, effects
+    from domain import consent as cs
     from domain import deadlines as dl
-    from domain.lifecycle import Ctx, Refusal, blocked_on, execute, new_case, working_copy
+    from domain.lifecycle import (
+        Ctx,
+        Refusal,
+        after_clocks,
+        blocked_on,
+        execute,
+        new_case,
+        working_copy,
+    )
     from models import search
     from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
@@ -32,6 +41,11 @@ EFFECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10))
 # Patch: new runs check the seal of their start input (cases started before seals replay as
 # they ran). Update validators need no patch: they never run on replay.
 SEALED_INPUT = "sealed-input"
+# Patch: new runs apply the family's consent (DESIGN §11) in the workflow — renewal clocks and
+# expiry, no votes, invitations or reminders for members it does not cover, "blocked on" the
+# family's consent. Runs started before it replay as they ran; a consent command given to such
+# a run switches the rules on from that command on (domain.consent.enable).
+CONSENT_RULES = "consent-rules"
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
@@ -51,14 +65,21 @@ class FamilyCaseWorkflow:
         self.projected_version = inp.projected_version
         # What the committee workflow has been told about each escalation item (id -> status).
         self.announced: dict[str, str] = dict(inp.committee_announced)
+        consent_rules = workflow.patched(CONSENT_RULES)
         if inp.state is not None:
             self.state = inp.state
+            if consent_rules and not self.state.consent_rules:
+                # Continued from a run before consents: the rules apply from this run on.
+                cs.enable(self.state, workflow.now())
+                self.state.version += 1
+                self.state.blocked_on = blocked_on(self.state)
         else:
             assert inp.create is not None, "a new case needs its referral"
             ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
-            self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates)
+            self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates,
+                                  consent_rules=consent_rules)
         self._search_attributes: dict[str, object] = {}
-        self._own_change = inp.state is None  # a new case is projected at once
+        self._own_change = inp.state is None or self.state.version > inp.projected_version
         self._projection_due: datetime | None = None
         # The one durable timer the main loop sleeps on, and the instant it is set for.
         self._timer: asyncio.Task[None] | None = None
@@ -181,11 +202,12 @@ class FamilyCaseWorkflow:
             self._timer, self._timer_at = None, None
 
     def _fire_clocks(self) -> None:
-        recorded = clocks.fire(self.state, workflow.now())
+        now = workflow.now()
+        recorded = clocks.fire(self.state, now)
         if recorded:
             self._own_change = True
             self.state.version += 1
-            self.state.blocked_on = blocked_on(self.state)
+            after_clocks(self.state, now)  # a consent whose end came expires; "blocked on"
 
     # ------------------------------------------------------------ messages and documents
 
@@ -505,3 +527,59 @@ class FamilyCaseWorkflow:
     @schedule_status_meeting.validator
     def _v_schedule_status_meeting(self, inp: CommandInput) -> None:
         self._validate("schedule_status_meeting", inp)
+
+    @workflow.update
+    def give_consent(self, inp: CommandInput) -> CaseState:
+        return self._apply("give_consent", inp)
+
+    @give_consent.validator
+    def _v_give_consent(self, inp: CommandInput) -> None:
+        self._validate("give_consent", inp)
+
+    @workflow.update
+    def change_consent(self, inp: CommandInput) -> CaseState:
+        return self._apply("change_consent", inp)
+
+    @change_consent.validator
+    def _v_change_consent(self, inp: CommandInput) -> None:
+        self._validate("change_consent", inp)
+
+    @workflow.update
+    def revoke_consent(self, inp: CommandInput) -> CaseState:
+        return self._apply("revoke_consent", inp)
+
+    @revoke_consent.validator
+    def _v_revoke_consent(self, inp: CommandInput) -> None:
+        self._validate("revoke_consent", inp)
+
+    @workflow.update
+    def set_contact_preference(self, inp: CommandInput) -> CaseState:
+        return self._apply("set_contact_preference", inp)
+
+    @set_contact_preference.validator
+    def _v_set_contact_preference(self, inp: CommandInput) -> None:
+        self._validate("set_contact_preference", inp)
+
+    @workflow.update
+    def family_focus_points(self, inp: CommandInput) -> CaseState:
+        return self._apply("family_focus_points", inp)
+
+    @family_focus_points.validator
+    def _v_family_focus_points(self, inp: CommandInput) -> None:
+        self._validate("family_focus_points", inp)
+
+    @workflow.update
+    def confirm_focus_points(self, inp: CommandInput) -> CaseState:
+        return self._apply("confirm_focus_points", inp)
+
+    @confirm_focus_points.validator
+    def _v_confirm_focus_points(self, inp: CommandInput) -> None:
+        self._validate("confirm_focus_points", inp)
+
+    @workflow.update
+    def request_pause(self, inp: CommandInput) -> CaseState:
+        return self._apply("request_pause", inp)
+
+    @request_pause.validator
+    def _v_request_pause(self, inp: CommandInput) -> None:
+        self._validate("request_pause", inp)

@@ -3,8 +3,22 @@ Every page asks the one access policy (`domain.access`) through `api.pages.commo
 
 from fastapi import APIRouter
 
-from api.pages import case, dashboard, language, reports
+from api.pages import (
+    case,
+    case_commands,
+    committee,
+    dashboard,
+    family,
+    language,
+    meetings,
+    mywork,
+    plan,
+    referral,
+    reports,
+    staff,
+)
 
 router = APIRouter(include_in_schema=False)
-for _module in (dashboard, case, reports, language):
+for _module in (referral, mywork, dashboard, case_commands, plan, meetings, case, reports, committee,
+                staff, language, family):
     router.include_router(_module.router)

@@ -1,30 +1,35 @@
-"""One case: the case page, its documents, and the manager actions (reassign, nudge,
-acknowledge) as POST forms that redirect back."""
+"""One case: the case page (`case_page_response`, also the page a refused form is shown
+again on), its documents, and the manager's nudge and acknowledge as POST forms that redirect
+back. Assigning / reassigning the coordinator is the assign_coordinator form
+(api/pages/case_commands.py); the command forms are templates/pages/case/forms/."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import Session
 
 from activities import report as reports
 from api import dashboard, watch
-from api.deps import Caller
+from api.pages import i18n
 from api.pages.common import (
+    PAGES,
+    FormState,
     actor_of,
     back,
     case_facts,
     catch_up,
     current_user,
     error_page,
+    language_of,
     load_case,
     login_redirect,
     manager_or_error,
@@ -32,9 +37,11 @@ from api.pages.common import (
     settings_of,
     staff_names,
     table_exists,
+    timezone_of,
     valid_case_id,
 )
 from api.policy import latest_policy
+from domain import timeline
 from domain.access import (
     facts_from_state,
     may_manage_case,
@@ -42,11 +49,13 @@ from domain.access import (
     read_refusal,
     report_scope,
 )
-from models.case import AssignCoordinator, CaseState
+from domain.workbench import available_commands, ordered
+from models.case import CaseState
 from models.tables import CaseRow, StaffRow
 from models.tables_reporting import StuckAckRow, StuckNudgeRow
 
 router = APIRouter(include_in_schema=False)
+FORMS = PAGES / "case" / "forms"  # the command forms' partials (one per Update name)
 
 
 def _temporal_url(request: Request, case_id: str) -> str:
@@ -108,64 +117,156 @@ def _nudge_recipients(session: Session, state: CaseState, staff: dict[str, str],
     return options, default or state.coordinator_id
 
 
+def _directory(session: Session) -> list[StaffRow]:
+    rows = list(session.execute(select(StaffRow).where(StaffRow.active)
+                                .order_by(StaffRow.name)).scalars())
+    for row in rows:
+        session.expunge(row)
+    return rows
+
+
+def _messages(rows: list | None, say, names: dict[str, str]) -> list[dict] | None:
+    """The outbox rows about the case in words: purpose, to whom, channel, status, when."""
+    if rows is None:
+        return None
+    out = []
+    for n in rows:
+        m = n._mapping
+        recipient = m.get("recipient_id") or ""
+        role = m.get("recipient_role") or ""
+        if recipient.startswith("role:") or not recipient:
+            to = say(timeline.owner(recipient.removeprefix("role:") or role, names))
+        elif role == "family" or recipient.startswith("family"):
+            to = say(timeline.Term("timeline.owner.family"))
+        else:
+            to = names.get(recipient, recipient)
+        status = m.get("status") or ""
+        out.append({"id": m.get("id"), "purpose": say(timeline.purpose(m.get("purpose") or "")),
+                    "to": to, "role": say(timeline.role(role)) if role else "",
+                    "channel": say(timeline.channel(m.get("channel"))),
+                    "status": status, "status_text": say(timeline.message_status(status)),
+                    "at": m.get("sent_at") or m.get("created_at")})
+    return out
+
+
+def speaker(request: Request, lang: str):
+    """`say(term)`: a `domain.timeline.Term` as a sentence in `lang`, dates in the
+    municipality's time zone."""
+    tz = timezone_of(request)
+    return partial(timeline.render, translate=partial(i18n.translate, lang),
+                   when=lambda at: i18n.format_datetime(lang, at, tz),
+                   day=lambda at: i18n.format_date(lang, at, tz))
+
+
 @router.get("/cases/{case_id}")
 async def case_page(request: Request, case_id: str) -> Response:
+    return await case_page_response(request, case_id)
+
+
+async def case_page_response(request: Request, case_id: str,
+                             form_state: FormState | None = None) -> Response:
+    """The case page (DESIGN §10): what the case waits for and who has the ball, its
+    deadlines, family, team, plan, timeline, documents and messages, then the forms this
+    reader may use now (`domain.workbench.available_commands`). A refused form is shown again
+    with `form_state` (what was typed, the API's sentence; on a stale page what changed
+    since it was loaded) and the refusal's status."""
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
     if user is None:
         return login_redirect(request)
+    lang = language_of(request, user)
+
+    def tr(key: str, **values: object) -> str:
+        return i18n.translate(lang, key, **values)
+
     if not valid_case_id(case_id):
-        return error_page(request, user, 404, "No such case", "Case ids are UUIDs.")
+        return error_page(request, user, 404, tr("case.error.no_case"), tr("case.error.bad_id"))
     actor = actor_of(user)
     facts = await asyncio.to_thread(case_facts, request, case_id)
     state = live = None
     if facts is None:  # not in the read model (yet): the workflow knows, or nobody does
         state, live = await load_case(request, case_id)
         if state is None:
-            return error_page(request, user, 404, "No such case", f"There is no case {case_id}.")
+            return error_page(request, user, 404, tr("case.error.no_case"), tr("case.error.unknown"))
         facts = facts_from_state(state)
     refusal = read_refusal(actor, facts)
     if refusal:
-        return error_page(request, user, 403, "Not your case", refusal)
+        return error_page(request, user, 403, tr("case.error.not_yours"), refusal)
     if state is None:
         state, live = await load_case(request, case_id)
         if state is None:
-            return error_page(request, user, 404, "No such case", f"There is no case {case_id}.")
+            return error_page(request, user, 404, tr("case.error.no_case"), tr("case.error.unknown"))
     await catch_up(request)
     from api.views import case_view
 
     now = watch.utcnow()
+    say = speaker(request, lang)
     c = case_view(state, now, may_see_duplicates(actor, facts))
+    allowed = available_commands(state, actor, now=now, facts=facts)
     manager = may_manage_case(actor, facts)
     with Session(request.app.state.engine) as session:
-        staff = staff_names(session)
+        names = staff_names(session)
+        directory = _directory(session)
         reasons = dashboard.case_reasons(session, now, case_id)
-        recipients, default = _nudge_recipients(session, state, staff, reasons)
         cap = latest_policy(session, settings_of(request).country).caseload_cap
-        plan = c.get("plan")
-        active = state.active_plan
-        ctx = dict(
-            user=user, nav="cases", c=c, live=live, now=now, staff=staff, reasons=reasons,
-            manager=manager, cap=cap,
-            coordinators=dashboard.caseload(session, cap, report_scope(actor)) if manager else [],
-            nudge_recipients=recipients, nudge_default=default,
-            deadlines=sorted(c["deadlines"],
-                             key=lambda d: (d["status"] not in ("overdue", "open"), d["due_at"])),
-            plan=plan, active_plan=active.model_dump(mode="json") if active else None,
-            goals={g["id"]: g["text"] for g in (plan or {}).get("goals", [])},
-            today=date.today().isoformat(),
-            history=list(reversed(c["history"])),
-            last_contact=max([x["at"] for x in c["contacts"]], default=None),
-            documents=_documents(request, session, case_id),
-            notifications=_notifications(request, session, case_id),
-            nudges=session.execute(select(StuckNudgeRow).where(StuckNudgeRow.case_id == case_id)
-                                   .order_by(StuckNudgeRow.sent_at.desc())).scalars().all(),
-            acks=session.execute(select(StuckAckRow).where(StuckAckRow.case_id == case_id)
-                                 .order_by(StuckAckRow.acked_at.desc())).scalars().all(),
-            temporal_url=_temporal_url(request, case_id),
-        )
-        response = render(request, "case.html.j2", **ctx)
-    return response
+        may_assign = "assign_coordinator" in allowed and (manager or "admin" in actor.roles
+                                                          or "manager" in actor.roles)
+        coordinators = (dashboard.caseload(session, cap, report_scope(actor))
+                        if manager or may_assign else [])
+        recipients, default = (_nudge_recipients(session, state, names, reasons) if manager
+                               else ([], None))
+        documents = _documents(request, session, case_id)
+        messages = _messages(_notifications(request, session, case_id), say, names)
+        nudges = session.execute(select(StuckNudgeRow).where(StuckNudgeRow.case_id == case_id)
+                                 .order_by(StuckNudgeRow.sent_at.desc())).scalars().all() if manager else []
+        acks = [{"acked_at": a.acked_at, "acked_by": a.acked_by, "note": a.note,
+                 "text": say(timeline.reason(a.kind))}
+                for a in session.execute(select(StuckAckRow).where(StuckAckRow.case_id == case_id)
+                                         .order_by(StuckAckRow.acked_at.desc())).scalars()
+                ] if manager else []
+        from api.pages.meetings import newer_policy_versions  # the status meeting's policy move (H3)
+        policy_versions = newer_policy_versions(session, state) if "status_meeting" in allowed else []
+    if form_state is not None and form_state.stale:
+        form_state.changes = [say(t) for t in timeline.changes_since(state, form_state.loaded_at, names)]
+    ball = timeline.ball(state, names, now)
+    plan = state.plan
+    ctx = dict(
+        user=user, lang=lang, nav="cases", c=c, state=state, case_id=case_id, version=state.version,
+        policy=state.policy, directory=directory, allowed=allowed, allowed_ordered=ordered(allowed),
+        form_links=[n for n in ordered(allowed) if (FORMS / f"{n}.html.j2").exists()],
+        form_state=form_state, now=now, live=live, names=names, say=say,
+        ball=ball and {"what": say(ball.what), "owner": _owner_text(say, ball.owner),
+                       "since": say(ball.since),
+                       "next": say(ball.next) if ball.next else None, "overdue": ball.overdue},
+        deadlines=[{"d": d, "status": status, "text": say(line),
+                    "owner": _owner_text(say, timeline.owner(d.owner or state.coordinator_id, names, state))}
+                   for d, status, line in timeline.deadlines(state, now)],
+        history=[{"at": h.at, "text": say(timeline.entry(h, names, state)), "event": h.event}
+                 for h in reversed(state.history)],
+        plan=plan, active_plan=state.active_plan,
+        goals={g.id: g.text for g in plan.goals} if plan else {},
+        today=now.date(),
+        last_contact=max((x.at for x in state.contacts), default=None),
+        documents=documents, messages=messages,
+        reasons=[{**r, "text": say(timeline.reason(r["kind"])),
+                  "owner_text": _owner_text(say, timeline.owner(r["owner"], names, state))}
+                 for r in reasons],
+        manager=manager, cap=cap, coordinators=coordinators,
+        nudge_recipients=recipients, nudge_default=default, nudges=nudges, acks=acks,
+        temporal_url=_temporal_url(request, case_id),
+        # A refused form no longer offered (the case moved on), or without a partial: its
+        # refusal is shown at the top instead of next to the form.
+        refused_elsewhere=form_state is not None and (
+            form_state.form not in allowed or not (FORMS / f"{form_state.form}.html.j2").exists()),
+        policy_versions=policy_versions,
+    )
+    return render(request, "case.html.j2", status=form_state.status if form_state else 200, **ctx)
+
+
+def _owner_text(say, owner: object) -> str:
+    if isinstance(owner, list):
+        return ", ".join(str(say(o)) if isinstance(o, timeline.Term) else str(o) for o in owner)
+    return say(owner) if isinstance(owner, timeline.Term) else str(owner)
 
 
 @router.get("/cases/{case_id}/documents/{doc_id}")
@@ -174,65 +275,36 @@ async def case_document(request: Request, case_id: str, doc_id: str, format: str
         user = current_user(request, session)
     if user is None:
         return login_redirect(request)
+    lang = language_of(request, user)
+
+    def tr(key: str) -> str:
+        return i18n.translate(lang, key)
+
     if not valid_case_id(case_id):
-        return error_page(request, user, 404, "No such document", "Case ids are UUIDs.")
+        return error_page(request, user, 404, tr("case.error.no_document"), tr("case.error.bad_id"))
     facts = await asyncio.to_thread(case_facts, request, case_id)
     if facts is None:
         state, _ = await load_case(request, case_id)
         facts = case_facts(request, case_id, state) if state is not None else None
     if facts is None or read_refusal(actor_of(user), facts):
-        return error_page(request, user, 404 if facts is None else 403, "No such document",
-                      "There is no such document, or you do not work on this case.")
+        return error_page(request, user, 404 if facts is None else 403,
+                          tr("case.error.no_document"), tr("case.error.document_refused"))
     try:
         from models.tables_outbox import DocumentRow
     except ImportError:
-        return error_page(request, user, 404, "No such document", "No document store here.")
+        return error_page(request, user, 404, tr("case.error.no_document"),
+                          tr("case.documents.no_store"))
     with Session(request.app.state.engine) as session:
         row = session.get(DocumentRow, doc_id)
         if row is None or row.case_id != case_id:
-            return error_page(request, user, 404, "No such document", "There is no such document.")
+            return error_page(request, user, 404, tr("case.error.no_document"),
+                              tr("case.error.unknown_document"))
         if format == "pdf":
             filename = f"{row.kind}-v{row.version}.pdf"
             return Response(row.pdf, media_type="application/pdf",
                             headers={"Content-Disposition": f'inline; filename="{filename}"'})
         return HTMLResponse(row.html)
 
-
-
-@router.post("/cases/{case_id}/coordinator")
-async def reassign(request: Request, case_id: str,
-                   coordinator_id: Annotated[str, Form(max_length=64)],
-                   override: Annotated[bool, Form()] = False) -> Response:
-    """Reassign through the API's own command path (api.cases.assign_coordinator): the same
-    checks, caseload cap and override rule, and the same Temporal Update."""
-    from api.cases import assign_coordinator, get_commands
-
-    session = Session(request.app.state.engine)
-    try:
-        user = current_user(request, session)
-        refused = manager_or_error(request, user, case_id)
-        if refused is not None:
-            return refused
-        page = f"/cases/{case_id}"
-        client = getattr(request.app.state, "temporal", None)
-        if client is None:
-            return back(page, error="The case engine (Temporal) is not reachable; try again shortly.")
-        try:
-            body = AssignCoordinator(coordinator_id=coordinator_id, override=override)
-        except ValidationError:
-            return back(page, error="Choose a coordinator.")
-        cmd = await get_commands(caller=Caller(request=request, session=session), session=session,
-                                 client=client, engine=request.app.state.engine,
-                                 settings=settings_of(request), idempotency_key=None)
-        try:
-            result = await assign_coordinator(case_id, body, cmd)
-        except HTTPException as error:
-            request.state.audit_outcome = error.status_code  # the command's, not the redirect's
-            return back(page, error=str(error.detail))
-        name = staff_names(Session(request.app.state.engine)).get(result["coordinator_id"], coordinator_id)
-        return back(page, ok=f"{name} is now the coordinator.")
-    finally:
-        session.close()
 
 
 @router.post("/cases/{case_id}/nudge")
@@ -245,11 +317,15 @@ async def nudge(request: Request, case_id: str,
         refused = manager_or_error(request, user, case_id)
         if refused is not None:
             return refused
+        lang = language_of(request, user)
         if not valid_case_id(case_id) or session.get(CaseRow, case_id) is None:
-            return error_page(request, user, 404, "No such case", f"There is no case {case_id}.")
-        if session.get(StaffRow, recipient_id) is None:
-            return back(f"/cases/{case_id}", error=f"Unknown staff id '{recipient_id}'.")
-        text = message.strip() or "Please look at this case."
+            return error_page(request, user, 404, i18n.translate(lang, "case.error.no_case"),
+                              i18n.translate(lang, "case.error.unknown"))
+        recipient = session.get(StaffRow, recipient_id)
+        if recipient is None:
+            return back(f"/cases/{case_id}", error=i18n.translate(lang, "case.flash.unknown_staff"))
+        recipient_name = recipient.name
+        text = message.strip() or i18n.translate(lang, "case.nudge.plain")
         row = StuckNudgeRow(case_id=case_id, kind=kind or None, recipient_id=recipient_id, sent_by=user.id,
                             sent_at=datetime.now(UTC), message=text)
         session.add(row)
@@ -269,8 +345,8 @@ async def nudge(request: Request, case_id: str,
             row = session.get(StuckNudgeRow, nudge_id)
             row.notification_id = notification
             session.commit()
-    where = "in-app notification sent" if notification else "recorded"
-    return back(f"/cases/{case_id}", ok=f"Nudge to {recipient_id} {where}.")
+    sent = "case.flash.nudge_sent" if notification else "case.flash.nudge_recorded"
+    return back(f"/cases/{case_id}", ok=i18n.translate(lang, sent, name=recipient_name))
 
 
 @router.post("/cases/{case_id}/acknowledge")
@@ -284,21 +360,26 @@ async def acknowledge(request: Request, case_id: str,
         refused = manager_or_error(request, user, case_id)
         if refused is not None:
             return refused
+        lang = language_of(request, user)
         if not valid_case_id(case_id):
-            return error_page(request, user, 404, "No such case", "Case ids are UUIDs.")
+            return error_page(request, user, 404, i18n.translate(lang, "case.error.no_case"),
+                              i18n.translate(lang, "case.error.bad_id"))
+        what = speaker(request, lang)(timeline.reason(kind))
         try:
             when = datetime.fromisoformat(since)
         except ValueError:
-            return back(f"/cases/{case_id}", error="That reason is not valid.")
+            return back(f"/cases/{case_id}", error=i18n.translate(lang, "case.flash.bad_reason"))
         reasons = dashboard.case_reasons(session, watch.utcnow(), case_id)
         match = next((r for r in reasons if r["kind"] == kind and r["since"] == when), None)
         if match is None:
-            return back(f"/cases/{case_id}", error=f"'{kind}' no longer holds for this case.")
+            return back(f"/cases/{case_id}",
+                        error=i18n.translate(lang, "case.flash.reason_gone", what=what))
         if match["acknowledged"]:
-            return back(f"/cases/{case_id}", ok=f"'{kind}' was already acknowledged.")
+            return back(f"/cases/{case_id}",
+                        ok=i18n.translate(lang, "case.flash.already_acknowledged", what=what))
     await asyncio.to_thread(watch.acknowledge, request.app.state.engine, case_id, kind, match["since"],
                             user.id, note.strip())
-    return back(f"/cases/{case_id}", ok=f"'{kind}' acknowledged.")
+    return back(f"/cases/{case_id}", ok=i18n.translate(lang, "case.flash.acknowledged", what=what))
 
 
 # ---------------------------------------------------------------- monthly reports

@@ -328,7 +328,7 @@ def field_errors(error: ValidationError, lang: str) -> dict[str, str]:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    form = await request.form()
+    form = await request.form(max_fields=5000)
     return {k: v for k, v in form.multi_items() if isinstance(v, str)}
 
 
@@ -355,7 +355,8 @@ async def send_form(
     from api.cases import Commands
     from api.deps import Caller
 
-    lang = language_of(request, None)
+    with Session(request.app.state.engine) as session:
+        lang = language_of(request, current_user(request, session))
     try:
         body = None
         if model is not None:

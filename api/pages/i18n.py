@@ -112,7 +112,7 @@ def format_datetime(language: str, value: object, timezone: str) -> str:
 
 
 def install(env) -> None:
-    """`t("key", name=…)`, `|date`, `|datetime` in the context's language and time zone."""
+    """`t(<key>, name=…)`, `|date`, `|datetime` in the context's language and time zone."""
 
     @pass_context
     def t(ctx, key: str, **values: object) -> str:
@@ -127,6 +127,16 @@ def install(env) -> None:
         return format_datetime(ctx.get("lang") or "en", value,
                                ctx.get("timezone") or "Europe/Copenhagen")
 
+    @pass_context
+    def input_datetime(ctx, value: object) -> str:
+        """The value of an `<input type="datetime-local">`: local time, no zone."""
+        parsed = _parse(value)
+        if not isinstance(parsed, datetime) or parsed.tzinfo is None:
+            return ""
+        zone = ZoneInfo(ctx.get("timezone") or "Europe/Copenhagen")
+        return parsed.astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+
     env.globals["t"] = t
     env.filters["date"] = local_date
     env.filters["datetime"] = local_datetime
+    env.filters["input_datetime"] = input_datetime

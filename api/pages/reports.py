@@ -14,17 +14,21 @@ from sqlmodel import Session
 
 from activities import report as reports
 from api import watch
+from api.pages import i18n
 from api.pages.common import (
     actor_of,
     back,
     current_user,
     error_page,
+    language_of,
     login_redirect,
     manager_or_error,
     render,
     settings_of,
+    staff_names,
     timezone_of,
 )
+from api.pages.manager_words import WORDS
 from api.scope import scope_clause
 from domain.access import (
     may_read_reports,
@@ -35,6 +39,11 @@ from models.tables import CaseRow, StaffRow
 from models.tables_reporting import MonthlyReportRow
 
 router = APIRouter(include_in_schema=False)
+
+
+def _refused(request: Request, user: StaffRow, status: int, title: str, text: str) -> Response:
+    lang = language_of(request, user)
+    return error_page(request, user, status, i18n.translate(lang, title), i18n.translate(lang, text))
 
 
 def _month_or_none(text: str) -> str | None:
@@ -57,14 +66,14 @@ def reports_index(request: Request) -> Response:
         if user is None:
             return login_redirect(request)
         if not may_read_reports(actor_of(user)):
-            return error_page(request, user, 403, "Managers only", "The monthly reports are for managers.")
+            return _refused(request, user, 403, "dash.error.managers_only", "reports.managers_only")
         t = MonthlyReportRow.__table__
         rows = session.execute(select(t.c.month, t.c.generated_at, t.c.generated_by,
                                       t.c.pdf.is_not(None).label("has_pdf")).order_by(t.c.month.desc())).all()
         now = watch.utcnow()
         default = reports.previous_month(now.astimezone(ZoneInfo(timezone_of(request))))
         return render(request, "reports.html.j2", user=user, nav="reports", reports=rows,
-                      default_month=default)
+                      default_month=default, staff=staff_names(session), **WORDS)
 
 
 @router.get("/reports/go")
@@ -115,11 +124,9 @@ def _report_reader(request: Request, month: str) -> tuple[object, Response | Non
     if user is None:
         return None, login_redirect(request)
     if _month_or_none(month) is None:
-        return user, error_page(request, user, 404, "No such month",
-                            "Months are written yyyy-mm, e.g. 2026-11.")
+        return user, _refused(request, user, 404, "reports.no_month", "reports.month_format")
     if not may_read_reports(actor_of(user)):
-        return user, error_page(request, user, 403, "Managers only",
-                            "The monthly report is for managers.")
+        return user, _refused(request, user, 403, "dash.error.managers_only", "reports.managers_only")
     return user, None
 
 
@@ -131,7 +138,9 @@ async def report_page(request: Request, month: str) -> Response:
     found = await _report(request, month, user)
     stored = isinstance(found, MonthlyReportRow)
     data = found.data if stored else found
-    return render(request, "report_page.html.j2", user=user, nav="reports", r=data,
+    with Session(request.app.state.engine) as session:
+        staff = staff_names(session)
+    return render(request, "report_page.html.j2", user=user, nav="reports", r=data, staff=staff, **WORDS,
                   prev=_shift(month, -1), next=_shift(month, 1), has_pdf=stored and found.pdf is not None,
                   stored_at=found.generated_at if stored else None,
                   stored_by=found.generated_by if stored else None,
@@ -146,9 +155,9 @@ async def recompute_report(request: Request, month: str) -> Response:
     if refused is not None:
         return refused
     if _month_or_none(month) is None:
-        return error_page(request, user, 404, "No such month", "Months are written yyyy-mm, e.g. 2026-11.")
+        return _refused(request, user, 404, "reports.no_month", "reports.month_format")
     await _report(request, month, user, force=True)
-    return back(f"/reports/{month}", ok="Report recomputed.")
+    return back(f"/reports/{month}", ok=i18n.translate(language_of(request, user), "reports.recomputed"))
 
 
 @router.get("/reports/{month}/document")
@@ -164,8 +173,7 @@ async def report_document(request: Request, month: str, format: str = "html") ->
         pdf = await asyncio.to_thread(reports.html_to_pdf, html) if format == "pdf" else None
     if format == "pdf":
         if pdf is None:
-            return error_page(request, user, 404, "No PDF",
-                              "PDF rendering is not available here; use the HTML.")
+            return _refused(request, user, 404, "reports.no_pdf", "reports.no_pdf_text")
         return Response(pdf, media_type="application/pdf",
                         headers={"Content-Disposition": f'inline; filename="onefamily-report-{month}.pdf"'})
     return HTMLResponse(html)
