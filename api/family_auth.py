@@ -626,7 +626,7 @@ def _page(request: Request, status: int, title: str, inner: str) -> HTMLResponse
             f'<body><main class="container page-container"><h1>{escape(title)}</h1>{inner}</main>'
             f'</body></html>')
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store",
-                                                           "Referrer-Policy": "no-referrer"})
+                                                           "Referrer-Policy": "same-origin"})
 
 
 def _csrf_field(request: Request) -> str:

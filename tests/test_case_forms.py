@@ -522,16 +522,22 @@ async def test_the_forms_in_chromium_keyboard_and_axe(stack: Stack) -> None:
             await send(page, "form_team", {"members.0.staff_id": "ole"})
             assert await page_stage(page) == "team_formed"
 
-            # The contact with the keyboard only: focus the form's first field, type, Tab on.
+            # The contact with the keyboard only: focus the form's first field, then Tab on
+            # (through the parts of the date-time field, prefilled with the page's time).
+            async def tab_to(check: str) -> None:
+                trail: list[str] = []
+                script = f"() => {{ const e = document.activeElement; return {check}; }}"
+                while not await page.evaluate(script):
+                    trail.append(await page.evaluate("() => document.activeElement.id || "
+                                                     "document.activeElement.tagName"))
+                    assert len(trail) < 30, f"Tab never reached {check}: {trail}"
+                    await page.keyboard.press("Tab")
+
             await page.locator("#record_contact-kind").focus()
             await page.keyboard.press("ArrowDown")  # the first kind: a phone call
-            await page.keyboard.press("Tab")  # "when": the page's time, as prefilled
-            await page.keyboard.press("Tab")
+            await tab_to("e.id === 'record_contact-notes'")
             await page.keyboard.type("Called Mette")
-            while not await page.evaluate(
-                    "() => document.activeElement.type === 'submit' && "
-                    "document.activeElement.closest('form').id === 'form-record_contact'"):
-                await page.keyboard.press("Tab")
+            await tab_to("e.type === 'submit' && e.closest('form')?.id === 'form-record_contact'")
             async with page.expect_navigation():
                 await page.keyboard.press("Enter")
             await expect(page.locator(".alert-success")).to_be_visible()

@@ -1,5 +1,6 @@
 """Mobile width (issue 9 §4): at 375 × 812 the case page, My work and the new-referral form
-fit — the page never scrolls sideways (a wide table scrolls inside its own box). Real headless
+fit — the page never scrolls sideways (a wide table scrolls inside its own box) — and the main
+menu can still be reached (its links show, or a visible button opens it). Real headless
 Chromium against the real stack; screenshots under test-artifacts/mobile/.
 """
 
@@ -67,6 +68,20 @@ async def case_in_assessment(stack: Stack) -> str:
     return cid
 
 
+async def menu_reachable(page) -> bool:
+    """The main menu's links show, or a visible button opens them (Det Fælles Designsystem's
+    mobile menu)."""
+    return await page.evaluate("""() => {
+        const shown = (e) => !!e && e.getClientRects().length > 0
+                             && getComputedStyle(e).visibility !== 'hidden';
+        const links = [...document.querySelectorAll('nav a[href="/cases"]')];
+        if (links.some(shown)) return true;
+        const opener = [...document.querySelectorAll('button, [role=button]')].filter(b =>
+            b.matches('.button-menu-open, [aria-controls], [aria-expanded]'));
+        return opener.some(shown);
+    }""")
+
+
 async def overflow(page) -> dict:
     return await page.evaluate("""() => {
         const se = document.scrollingElement;
@@ -99,6 +114,9 @@ async def test_the_workbench_fits_a_phone(stack: Stack) -> None:
                 if name == "case page":
                     assert await stage_of(page) == "assessment"
                 await shot(page, f"{name} 375")
+                if not await menu_reachable(page):
+                    problems.append(f"{path}: at {PHONE['width']} px the main menu is hidden and no "
+                                    "visible button opens it")
                 width = await overflow(page)
                 if width["scrollWidth"] > width["innerWidth"] + 1:
                     problems.append(f"{path}: the page is {width['scrollWidth']} px wide at "

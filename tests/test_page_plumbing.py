@@ -28,7 +28,8 @@ def test_form_fields_named_by_json_path_become_the_body() -> None:
         "services.0.funding.0.share": "1",
         "_more": "1",
     }, "Europe/Copenhagen")
-    assert body == {"family_goals": ["Emil goes to school"], "goals": [{"id": "g1", "text": "School every day"}],
+    assert body == {"family_goals": ["Emil goes to school"],
+                    "goals": [{"id": "g1", "text": "School every day"}],
                     "services": [{"name": "Support", "funding": [{"department": "school", "share": "1"}]}]}
 
 
@@ -99,3 +100,16 @@ def test_family_members_get_stable_ids_that_are_never_reused() -> None:
     with pytest.raises(ValidationError, match="same id"):
         Family.model_validate({"name": "Berg", "members": [
             {"id": "m1", "name": "Emil", "role": "child"}, {"id": "m1", "name": "A", "role": "parent"}]})
+
+
+def test_an_error_in_a_row_after_empty_rows_names_the_row_as_typed() -> None:
+    from models.case import FormTeam
+
+    rows: dict[str, str] = {}
+    values = {"members.0.staff_id": "ole", "members.0.discipline": "teacher",
+              "members.0.department": "school",
+              "members.3.staff_id": "sif", "members.3.department": "health"}  # rows 1, 2 left empty
+    with pytest.raises(ValidationError) as caught:
+        FormTeam.model_validate(unflatten(values, "Europe/Copenhagen", rows))
+    assert rows == {"members.0": "members.0", "members.1": "members.3"}
+    assert field_errors(caught.value, "en", rows) == {"members.3.discipline": "Fill in this field."}

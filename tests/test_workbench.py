@@ -18,7 +18,7 @@ from domain import deadlines as dl
 from domain.access import CaseFacts
 from domain.lifecycle import Ctx, Refusal, execute, new_case, working_copy
 from domain.policy import DK, SE
-from domain.workbench import COMMAND_ORDER, available_commands, ordered
+from domain.workbench import COMMAND_ORDER, FORM_ORDER, INVITE_FAMILY, available_commands, ordered
 from models.case import Actor, CaseState, DeadlineKind, Stage
 from models.commands import BODY_MODELS, CommandInput
 from tests.factories import NOW, actor, admin, case_create, coordinator, manager
@@ -202,6 +202,17 @@ def sample_body(name: str, state: CaseState, who: Actor, now: datetime) -> dict 
             return {"reason": "Family on holiday"}
         case "provisional_assessment":
             return {"text": "Emil is safe for now"}
+        case "give_consent":
+            return {"member_id": "m2", "staff_ids": ["ole"],
+                    "expires_at": (now + timedelta(days=365)).date().isoformat()}
+        case "change_consent":
+            return {"consent_id": "c1", "expires_at": (now + timedelta(days=200)).date().isoformat()}
+        case "revoke_consent":
+            return {"consent_id": "c1", "reason": "The family withdrew it"}
+        case "set_contact_preference":
+            return {"preference": "space" if state.contact_preference.value != "space" else "close"}
+        case "confirm_focus_points":
+            return {"number": 1}  # none sent yet: "not found", a body matter (the form says so)
         case "extend_assessment":
             due = dl.open_deadlines(state, DeadlineKind.assessment)
             new = (due[0].due_at if due else now) + timedelta(days=30)
@@ -227,6 +238,31 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
 def test_command_order_covers_every_command_but_the_committees() -> None:
     assert set(COMMAND_ORDER) <= set(BODY_MODELS) - {"committee_decision"}
     assert len(COMMAND_ORDER) == len(set(COMMAND_ORDER))
+    # The page's forms: the commands and the portal invitation (no Update), once each.
+    assert set(FORM_ORDER) == set(COMMAND_ORDER) | {INVITE_FAMILY}
+    assert len(FORM_ORDER) == len(set(FORM_ORDER))
+
+
+def test_the_family_forms_for_the_case_worker_only() -> None:
+    family = {INVITE_FAMILY, "confirm_focus_points", "set_contact_preference", "give_consent",
+              "change_consent", "revoke_consent"}
+    for build in (assigned, formed, drafted, escalated, active, paused):
+        state = build()
+        for who in (ANNA, MARIA, ADMIN):
+            assert family <= available_commands(state, who, now=NOW), (build.__name__, who.id)
+        for who in (OLE, SIF, EVE, BO, KAREN):
+            assert not family & available_commands(state, who, now=NOW), (build.__name__, who.id)
+    assert not family & available_commands(closed(), ANNA, now=NOW)
+    # Nothing left to narrow or revoke once the only consent is revoked.
+    revoked = do(formed(), "revoke_consent", ANNA, {"consent_id": "c1"})
+    offered = available_commands(revoked, ANNA, now=NOW)
+    assert "give_consent" in offered and not {"change_consent", "revoke_consent"} & offered
+    assert refusal_kind(revoked, "revoke_consent", ANNA, NOW) == "conflict"  # twice: 409
+    # An expired consent (its day is over) is no longer offered for change, even before the
+    # workflow's timer has marked it.
+    dated = do(formed(), "change_consent", ANNA, {"consent_id": "c1", "expires_at": "2026-12-01"})
+    later = datetime(2026, 12, 2, 12, tzinfo=NOW.tzinfo)
+    assert "revoke_consent" not in available_commands(dated, ANNA, now=later)
 
 
 @pytest.mark.parametrize(("scenario", "build", "when"), SCENARIOS, ids=[s[0] for s in SCENARIOS])

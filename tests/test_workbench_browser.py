@@ -3,6 +3,8 @@ a coordinator (Anna), two team members (Ole, Lise), a committee member (Karen) a
 (Mia), each signed in through /login in a browser context of their own — real headless
 Chromium (Debian's /usr/bin/chromium) against the real stack (dev server, worker, API).
 
+Mia and Karen read the pages in Danish, Ole in Swedish (their browsers' language).
+
 The case: Anna registers the referral; Mia assigns it to Anna; Anna forms the team with Ole
 and Lise, records the first contact, plans the assessment meeting, writes the ICS assessment
 and completes it; plan v1 (12000 a month, funded by two departments: over the team's limit)
@@ -121,9 +123,13 @@ async def test_one_case_from_referral_to_closed_by_five_people(stack: Stack) -> 
             await shot(guest, "login", axe="login")
             await guest.close()
 
-            # Five people sign in, each in a browser context of their own.
+            # Five people sign in, each in a browser context of their own; the browser's
+            # language is the pages' first guess: Mia and Karen read Danish, Ole Swedish.
+            languages = {"anna": "en-GB", "mia": "da-DK", "ole": "sv-SE", "lise": "en-GB", "board": "da-DK"}
             anna, mia, ole, lise, karen = [page for _, page in await asyncio.gather(*(
-                new_person(browser, stack, who) for who in ("anna", "mia", "ole", "lise", "board")))]
+                new_person(browser, stack, who, locale=lang) for who, lang in languages.items()))]
+            for page, lang in ((anna, "en"), (mia, "da"), (ole, "sv"), (karen, "da")):
+                assert await page.get_attribute("html", "lang") == lang
             await shot(anna, "my work coordinator", axe="My work (coordinator)")
 
             # ---- 1. Anna registers the referral (New referral)

@@ -9,6 +9,7 @@ from api.pages import (
     committee,
     dashboard,
     family,
+    family_staff,
     language,
     meetings,
     mywork,
@@ -20,5 +21,5 @@ from api.pages import (
 
 router = APIRouter(include_in_schema=False)
 for _module in (referral, mywork, dashboard, case_commands, plan, meetings, case, reports, committee,
-                staff, language, family):
+                staff, language, family, family_staff):
     router.include_router(_module.router)

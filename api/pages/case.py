@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from activities import report as reports
 from api import dashboard, watch
-from api.pages import i18n
+from api.pages import family_staff, i18n
 from api.pages.common import (
     PAGES,
     FormState,
@@ -259,6 +259,7 @@ async def case_page_response(request: Request, case_id: str,
         refused_elsewhere=form_state is not None and (
             form_state.form not in allowed or not (FORMS / f"{form_state.form}.html.j2").exists()),
         policy_versions=policy_versions,
+        fs=family_staff.page_context(request, case_id, state, allowed, lang, now),  # consents (H9)
     )
     return render(request, "case.html.j2", status=form_state.status if form_state else 200, **ctx)
 

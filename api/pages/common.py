@@ -40,7 +40,6 @@ from domain.stuck import BUSINESS_KINDS, OVERDUE_PREFIX, TECHNICAL_KINDS
 from models.case import Actor, CaseState, DeadlineKind
 from models.tables import CaseRow, StaffRow
 
-CSS = Path(__file__).resolve().parent.parent / "templates" / "dashboard" / "dashboard.css"
 STUCK_SORTS = [("age", "oldest first"), ("newest", "newest first"), ("stage", "stage"),
                ("coordinator", "coordinator"), ("reasons", "most reasons")]
 CASE_SORTS = [("age", "longest in stage"), ("due", "next deadline"), ("newest", "newest referral"),
@@ -281,10 +280,12 @@ class FormState:
     changes: list[str] = field(default_factory=list)
 
 
-def unflatten(values: dict[str, str], timezone: str) -> dict:
+def unflatten(values: dict[str, str], timezone: str, rows: dict[str, str] | None = None) -> dict:
     """Form fields named by their JSON path (`members.0.staff_id`) as the body the API takes.
     Empty fields are left out (the model's default applies, or "required"); list rows left
-    wholly empty are dropped; a datetime-local value gets the municipality's time zone."""
+    wholly empty are dropped; a datetime-local value gets the municipality's time zone.
+    `rows`, when given, receives the body's list paths → the form's (`members.1` → `members.3`
+    when rows 1 and 2 were left empty), so an error lands on the row the person typed in."""
     tz = ZoneInfo(timezone)
     root: dict = {}
     for name, raw in values.items():
@@ -301,23 +302,39 @@ def unflatten(values: dict[str, str], timezone: str) -> dict:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
 
-    def lists(node: object) -> object:
+    def lists(node: object, body_path: str, form_path: str) -> object:
         if not isinstance(node, dict):
             return node
         if node and all(k.isdigit() for k in node):
-            items = [lists(node[k]) for k in sorted(node, key=int)]
-            return [i for i in items if i not in ({}, [], None)]
-        return {k: lists(v) for k, v in node.items()}
+            kept = []
+            for k in sorted(node, key=int):
+                path = f"{body_path}.{len(kept)}" if body_path else str(len(kept))
+                item = lists(node[k], path, f"{form_path}.{k}" if form_path else k)
+                if item not in ({}, [], None):
+                    if rows is not None:
+                        rows[path] = f"{form_path}.{k}" if form_path else k
+                    kept.append(item)
+            return kept
+        return {k: lists(v, f"{body_path}.{k}" if body_path else k,
+                         f"{form_path}.{k}" if form_path else k) for k, v in node.items()}
 
-    return lists(root)
+    return lists(root, "", "")
 
 
-def field_errors(error: ValidationError, lang: str) -> dict[str, str]:
+def field_errors(error: ValidationError, lang: str, rows: dict[str, str] | None = None) -> dict[str, str]:
     """pydantic's errors by form field name (the JSON path), in the page's language; the
-    model's own sentences (e.g. "the funding must add up to 100 %") as they are."""
+    model's own sentences (e.g. "the funding must add up to 100 %") as they are. `rows`: the
+    map `unflatten` made, so a row's error names the row as the form numbered it."""
     out: dict[str, str] = {}
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        parts = [str(p) for p in item["loc"] if not str(p).startswith("function-")]
+        if rows:
+            for i in range(len(parts), 0, -1):  # the longest list path that was renumbered
+                mapped = rows.get(".".join(parts[:i]))
+                if mapped is not None:
+                    parts = mapped.split(".") + parts[i:]
+                    break
+        loc = ".".join(parts)
         key = _ERROR_KEYS.get(item["type"])
         if key:
             text = i18n.translate(lang, key)
@@ -357,13 +374,14 @@ async def send_form(
 
     with Session(request.app.state.engine) as session:
         lang = language_of(request, current_user(request, session))
+    rows: dict[str, str] = {}
     try:
         body = None
         if model is not None:
-            data = unflatten(values, timezone_of(request))
+            data = unflatten(values, timezone_of(request), rows)
             body = build(data) if build is not None else model.model_validate(data)
     except ValidationError as error:
-        return await show_again(FormState(form_name, values, errors=field_errors(error, lang)))
+        return await show_again(FormState(form_name, values, errors=field_errors(error, lang, rows)))
     except ValueError as error:  # a builder's own sentence
         return await show_again(FormState(form_name, values, message=str(error)))
     client = getattr(request.app.state, "temporal", None)

@@ -403,7 +403,10 @@ def family_welcome_page(request: Request, token: str = "") -> Response:
     response = frame(request, "family/welcome.html.j2", lang, status=refusal.status if refusal else 200,
                      token=token, refusal=refusal.message if refusal else None, oidc=oidc,
                      signed_in=False, nav="")
-    response.headers["Referrer-Policy"] = "no-referrer"  # the link's token is in this address
+    # The link's token is in this address: the site's `same-origin` Referrer-Policy keeps it from
+    # other sites. Not `no-referrer`: a browser then sends `Origin: null` with the button's POST,
+    # which the cross-site check refuses.
+    response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 
@@ -413,5 +416,5 @@ def sign_in_page(request: Request, status: int, title: str, inner_html: str) -> 
     lang = page_language(request)
     response = frame(request, "family/sign_in.html.j2", lang, status=status, title=title,
                      inner=Markup(inner_html), signed_in=False, nav="")  # noqa: S704 - escaped by the caller
-    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Referrer-Policy"] = "same-origin"  # not no-referrer: see family_welcome_page
     return response

@@ -43,8 +43,8 @@ from models.tables import CaseRow, StaffRow
 router = APIRouter(include_in_schema=False)
 
 FORM = "form-register_referral"
-MEMBER_ROWS = 5
-CONTACT_ROWS = 3
+MEMBER_ROWS = 4
+CONTACT_ROWS = 2
 MAX_ROWS = 20  # the CSRF check reads at most 200 form fields
 REGISTERS = {"coordinator", "manager", "admin"}
 MEMBER_FIELDS = ("name", "role", "birth_date", "diagnoses", "needs", "phone", "email")
@@ -86,8 +86,8 @@ def build(data: dict) -> CaseCreate:
 
 def _rows(values: dict[str, str], prefix: str, minimum: int) -> int:
     """How many rows a list of the form shows: what was typed, and a few empty ones."""
-    used = [int(k[len(prefix):].split(".", 1)[0]) for k in values
-            if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()]
+    used = [int(k[len(prefix):].split(".", 1)[0]) for k, v in values.items()
+            if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit() and v.strip()]
     return min(MAX_ROWS, max([minimum, *[u + 2 for u in used]]))
 
 
