@@ -167,7 +167,8 @@ async def load_family_view(request: Request, actor: Actor | None = None) -> dict
 
 
 async def family_command(request: Request, name: str, body: dict | None,
-                         idempotency_key: str | None = None, actor: Actor | None = None) -> dict:
+                         idempotency_key: str | None = None, actor: Actor | None = None,
+                         expected_version: int | None = None) -> dict:
     """Send one of the family's commands to its case (the workflow decides: 403 / 409 / 422
     with its sentence) and answer the family view of the new state."""
     actor = actor or family_actor(request)
@@ -180,7 +181,18 @@ async def family_command(request: Request, name: str, body: dict | None,
     await asyncio.to_thread(_check, engine, actor)
     request.state.audit_case_ids.append(actor.case_id)
     update_id = f"{actor.id}:{idempotency_key}" if idempotency_key else None  # the caller's key
-    state = await send(client, engine, actor.case_id, name, CommandInput(actor=actor, body=body), update_id)
+    if name in ("give_consent", "change_consent"):  # a department of the directory is known
+        from api.consents import consent_input
+
+        def with_departments() -> CommandInput:
+            with Session(engine) as session:
+                return consent_input(session, actor, body or {})
+
+        inp = await asyncio.to_thread(with_departments)
+    else:
+        inp = CommandInput(actor=actor, body=body)
+    inp.expected_version = expected_version  # the page's case version: a stale page applies nothing
+    state = await send(client, engine, actor.case_id, name, inp, update_id)
     return await asyncio.to_thread(build_view, engine, state, actor.member_id)
 
 

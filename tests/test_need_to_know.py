@@ -297,10 +297,10 @@ async def test_lists_and_counts_of_another_units_manager_show_nothing_of_this_un
         notes = (await mads.get("/notifications", params={"limit": 500})).json()["items"]
         assert not {n["case_id"] for n in notes} & theirs
     async with pages(stack, "mads") as browser:
-        overview = (await browser.get("/")).text
+        overview = (await browser.get("/dashboard")).text
         total = int(re.search(r'id="open-total">(\d+)<', overview).group(1))
         assert total == len(mine), "the overview counted another unit's cases"
-        for path in ("/", "/cases", "/stuck"):
+        for path in ("/", "/dashboard", "/cases", "/stuck"):
             html = (await browser.get(path)).text
             assert not [cid for cid in theirs if cid in html], path
     # The unit's own manager sees their unit, and not unit B.

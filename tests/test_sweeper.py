@@ -71,10 +71,18 @@ async def test_rounds_index_reconcile_and_survive_a_missing_database(tmp_path: P
 
 
 def test_the_api_starts_no_background_work() -> None:
-    from api import pages
+    import pkgutil
+    from importlib import import_module
 
-    # Including the pages router used to start the rounds in every API process (its lifespan).
-    assert type(pages.router.lifespan_context).__name__ == "_DefaultLifespan"
+    import api.pages
+
+    # Including the pages router used to start the rounds in every API process (its lifespan):
+    # no page router has a lifespan of its own.
+    for info in pkgutil.iter_modules(api.pages.__path__):
+        module = import_module(f"api.pages.{info.name}")
+        router = getattr(module, "router", None)
+        if router is not None:
+            assert type(router.lifespan_context).__name__ == "_DefaultLifespan", info.name
     assert not hasattr(watch, "watch_loop")
 
 

@@ -274,7 +274,9 @@ async def submit(
             return await again(message=refusal, status=409)
     key = (values.get("idempotency_key") or "")[:64] or None
     try:
-        await family_command(request, command, body, key, actor)
+        version = values.get("version", "")
+        await family_command(request, command, body, key, actor,
+                             expected_version=int(version) if version.isdigit() else None)
     except HTTPException as error:
         request.state.audit_outcome = error.status_code  # the command's, not the page's
         return await again(message=str(error.detail), status=error.status_code)
