@@ -2,13 +2,19 @@
 
 Embedded Temporal dev server (unless TEMPORAL_ADDRESS is set) -> wait until it answers and
 our search attributes exist -> database migrations -> worker + API subprocesses.
-Ctrl-C / SIGTERM stops everything, the dev server last; if a child dies, everything stops.
+
+Once the system is up the launcher supervises (docs/operations.md): a child that dies (the dev
+server, a worker, the API) is restarted with backoff and each death and restart is one JSON log
+line (logjson.py); the others keep serving. A child that dies while the system is still
+starting is a configuration error: everything stops with it. Ctrl-C / SIGTERM stops
+everything, the API first and the dev server last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -17,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -323,29 +331,198 @@ def _wait_port(host: str, port: int, timeout: float, alive: Callable[[], None]) 
     raise LauncherError(f"API did not start listening on {host}:{port} within {timeout:.0f} s")
 
 
-def _raise_on_signal(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+# ---------------------------------------------------------------- supervision
+
+RESTART_FIRST = 0.5  # s: the first restart of a child that died
+RESTART_MAX = 30.0  # s: the backoff doubles up to this
+HEALTHY_AFTER = 60.0  # s: a child that ran this long before dying starts again at RESTART_FIRST
+POLL_EVERY = 0.25  # s: how often the launcher looks at its children
+
+log = logging.getLogger("onefamily.launcher")
+
+
+class _Signals:
+    """SIGINT / SIGTERM unwind the launcher (KeyboardInterrupt), except inside `calm()`:
+    there they wait until the section is over, so that a child is never started without
+    being recorded (and then stopped)."""
+
+    calm = False
+    pending: str | None = None
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    name = signal.Signals(signum).name
+    if _Signals.calm:
+        _Signals.pending = name
+        return
+    raise KeyboardInterrupt(name)
+
+
+@contextmanager
+def calm() -> Iterator[None]:
+    _Signals.calm = True
+    try:
+        yield
+    finally:
+        _Signals.calm = False
+        pending, _Signals.pending = _Signals.pending, None
+        if pending is not None:
+            raise KeyboardInterrupt(pending)
+
+
+def _exit_status(code: int) -> dict[str, Any]:
+    if code < 0:
+        try:
+            return {"signal": signal.Signals(-code).name}
+        except ValueError:
+            return {"signal": str(-code)}
+    return {"exit_code": code}
+
+
+@dataclass
+class Supervised:
+    """One child the launcher keeps running: `start()` spawns it, `reap()` sweeps up after
+    it died (its process group, log files), `stop()` ends it for good."""
+
+    name: str
+    start_fn: Callable[[], subprocess.Popen[bytes]]
+    reap_fn: Callable[[subprocess.Popen[bytes]], None] | None = None
+    stop_fn: Callable[[subprocess.Popen[bytes]], None] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = RESTART_FIRST
+    restart_at: float | None = None
+    deaths: int = 0
+
+    def start(self, now: float) -> None:
+        with calm():  # spawned and recorded, or neither
+            self.proc = self.start_fn()
+            self.started_at = now
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def dead(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def reap(self) -> None:
+        assert self.proc is not None
+        if self.reap_fn is not None:
+            self.reap_fn(self.proc)
+        else:  # grandchildren may survive the leader
+            _signal_group(self.proc, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.stop_fn is not None:
+            self.stop_fn(self.proc)
+        else:
+            stop_process(self.proc)
+
+
+class Supervisor:
+    """Restarts a dead child with backoff (RESTART_FIRST doubling to RESTART_MAX, back to
+    RESTART_FIRST once it has run HEALTHY_AFTER), logging each death and restart as one JSON
+    line; the others keep running. `stop_all()` ends the children in reverse start order."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.children: list[Supervised] = []
+        self.clock = clock
+
+    def add(self, child: Supervised) -> Supervised:
+        self.children.append(child)
+        return child
+
+    def start(self, child: Supervised) -> None:
+        child.start(self.clock())
+
+    def first_dead(self) -> Supervised | None:
+        return next((c for c in self.children if c.dead()), None)
+
+    def tick(self) -> None:
+        now = self.clock()
+        for child in self.children:
+            if child.dead():
+                self._died(child, now)
+            elif child.proc is None and child.restart_at is not None and now >= child.restart_at:
+                self._restart(child, now)
+
+    def _died(self, child: Supervised, now: float) -> None:
+        assert child.proc is not None
+        pid, code = child.proc.pid, child.proc.returncode
+        uptime = now - child.started_at
+        child.reap()
+        child.proc = None
+        child.deaths += 1
+        if uptime >= HEALTHY_AFTER:
+            child.backoff = RESTART_FIRST
+        delay = child.backoff
+        child.backoff = min(child.backoff * 2, RESTART_MAX)
+        child.restart_at = now + delay
+        status = _exit_status(code)
+        how = f"signal {status['signal']}" if "signal" in status else f"exit code {code}"
+        log.warning(
+            "%s (pid %d) died (%s) after %.1f s; restarting in %.1f s",
+            child.name, pid, how, uptime, delay,
+            extra={"event": "child_died", "child": child.name, "child_pid": pid, **status,
+                   "uptime_s": round(uptime, 1), "restart_in_s": delay, "deaths": child.deaths},
+        )  # fmt: skip
+
+    def _restart(self, child: Supervised, now: float) -> None:
+        try:
+            child.start(now)
+        except (LauncherError, OSError) as error:  # e.g. its port is taken: try again later
+            delay = child.backoff
+            child.backoff = min(child.backoff * 2, RESTART_MAX)
+            child.restart_at = now + delay
+            log.error(
+                "%s could not be restarted (%s); next try in %.1f s", child.name, error, delay,
+                extra={"event": "child_restart_failed", "child": child.name, "restart_in_s": delay},
+            )  # fmt: skip
+            return
+        child.restart_at = None
+        log.warning(
+            "%s restarted (pid %d) after %d death(s)", child.name, child.pid, child.deaths,
+            extra={"event": "child_restarted", "child": child.name, "child_pid": child.pid,
+                   "deaths": child.deaths},
+        )  # fmt: skip
+
+    def stop_all(self) -> None:
+        """Children in reverse start order (the API first, the dev server last: the workers
+        may still talk to it while draining); each SIGTERM, then SIGKILL after STOP_TIMEOUT."""
+        for child in reversed(self.children):
+            child.stop()
+            child.proc = None
 
 
 def main() -> int:
+    import logjson
     from models.db import private_data_dir
     from settings import get_settings
 
+    logjson.configure("launcher")  # deaths and restarts as JSON lines on stderr
     settings = get_settings()
     # umask 077 for us and every child; the data dir 0700 and its files 0600 (DESIGN §9).
     private_data_dir(settings.data_dir, create=True)
     # SIGTERM takes the same path as Ctrl-C: unwind into the `finally` below.
-    signal.signal(signal.SIGTERM, _raise_on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
+    supervisor = Supervisor()
     temporal: EmbeddedTemporal | None = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
 
     def check_children() -> None:
-        if temporal is not None and not temporal.running:
+        # Until the system is up, a dying child is a configuration error: stop with it.
+        dead = supervisor.first_dead()
+        if dead is None:
+            return
+        if temporal is not None and dead.name == "temporal":
             temporal.check_alive()
-        for name, proc in children.items():
-            if proc.poll() is not None:
-                raise LauncherError(f"{name} exited unexpectedly with code {proc.returncode}")
+        assert dead.proc is not None
+        raise LauncherError(f"{dead.name} exited unexpectedly with code {dead.proc.returncode}")
 
     try:
         if not port_free(settings.api_port):
@@ -360,7 +537,18 @@ def main() -> int:
                 f"Starting Temporal dev server on {temporal.target} (log: {temporal.log_path})",
                 flush=True,
             )
-            temporal.start()
+            server = temporal
+
+            def start_temporal() -> subprocess.Popen[bytes]:
+                server.start()
+                assert server.proc is not None
+                return server.proc
+
+            supervisor.start(supervisor.add(Supervised(
+                "temporal", start_temporal,
+                reap_fn=lambda _proc: server.kill(),  # the group, and its log file
+                stop_fn=lambda _proc: server.stop(),
+            )))  # fmt: skip
             asyncio.run(temporal.wait_ready())
         else:
             print(f"Using external Temporal at {settings.temporal_address}", flush=True)
@@ -374,13 +562,20 @@ def main() -> int:
         password_file = settings.data_dir / "admin-password"
         first_start = not password_file.exists()
 
-        children["worker"] = spawn([sys.executable, "-m", "worker", "--role", "cases"])
-        children["documents worker"] = spawn([sys.executable, "-m", "worker", "--role", "documents"])
-        children["api"] = spawn([
+        def command(argv: list[str]) -> Callable[[], subprocess.Popen[bytes]]:
+            return lambda: spawn(argv)
+
+        supervisor.add(Supervised("worker", command([sys.executable, "-m", "worker", "--role", "cases"])))
+        supervisor.add(Supervised("documents worker", command(
+            [sys.executable, "-m", "worker", "--role", "documents"])))
+        supervisor.add(Supervised("api", command([
             sys.executable, "-m", "uvicorn", "api.main:app",
             "--host", settings.api_host, "--port", str(settings.api_port),
             "--no-access-log",  # it prints query strings (names); api/hardening.py logs instead
-        ])  # fmt: skip
+        ])))  # fmt: skip
+        for child in supervisor.children:
+            if child.proc is None:
+                supervisor.start(child)
         _wait_port(settings.api_host, settings.api_port, 60, check_children)
 
         api = f"http://127.0.0.1:{settings.api_port}"
@@ -401,9 +596,10 @@ def main() -> int:
             print(f"  admin's first password is in {password_file}")
         print("", flush=True)
 
+        # From here on a dead child is restarted (with backoff); the others keep serving.
         while True:
-            check_children()
-            time.sleep(0.5)
+            supervisor.tick()
+            time.sleep(POLL_EVERY)
     except KeyboardInterrupt:
         print("\nShutting down...", file=sys.stderr, flush=True)
         return 0
@@ -415,10 +611,7 @@ def main() -> int:
         # by the stop timeouts anyway.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for proc in reversed(children.values()):  # api first, then worker
-            stop_process(proc)
-        if temporal is not None:  # last: the worker may still talk to it while draining
-            temporal.stop()
+        supervisor.stop_all()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     # How long the API's start waits for Temporal before answering (it keeps trying after).
     temporal_connect_wait: float = Field(10, ge=0, validation_alias="ONEFAMILY_TEMPORAL_CONNECT_WAIT")
+    # Every command's deadline (docs/operations.md): no answer from the case engine within this
+    # many seconds (no worker, a wedged case, a busy engine) -> 503 with a sentence, not a hang.
+    command_timeout: float = Field(10, gt=0, le=300, validation_alias="ONEFAMILY_COMMAND_TIMEOUT")
 
     # Identity (DESIGN §9): how staff prove who they are.
     auth: Literal["local", "oidc", "trusted-header"] = Field("local", validation_alias="ONEFAMILY_AUTH")

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from pydantic import ValidationError
 from temporalio.client import Client
@@ -73,6 +74,9 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         ],
         activity_executor=executor,
         max_cached_workflows=settings.max_cached_workflows,
+        # A case whose worker died waits this long for it before any worker takes it over
+        # (the SDK's default, 10 s, is the whole command deadline: issue 13); Go's default.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
         # A malformed payload fails the update, never the workflow task (DESIGN §8).
         workflow_failure_exception_types=[ValidationError],
     )

@@ -12,7 +12,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.service import RPCError
 
 from activities.projection import open_case_ids_for_person
 from api import examples
@@ -25,7 +24,7 @@ from api.deps import (
     get_settings_dep,
     lookup_staff,
 )
-from api.gateway import live_state, project, send, utcnow, workflow_id
+from api.gateway import live_state, project, send, start_case, utcnow, workflow_id
 from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
 from api.scope import load_facts
@@ -121,7 +120,8 @@ class Commands:
             inp.expected_version = self.expected_version
         key = self.idempotency_key
         update_id = f"{inp.actor.id}:{key}" if key else None
-        state = await send(self.client, self.engine, case_id, name, inp, update_id)
+        state = await send(self.client, self.engine, case_id, name, inp, update_id,
+                           self.settings.command_timeout)
         return case_view(state, utcnow(), may_see_duplicates(inp.actor, facts))
 
 
@@ -172,19 +172,20 @@ async def register_referral(
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
                             possible_duplicates=duplicates, created_at=now)
     cmd.session.close()
-    try:
-        await cmd.client.start_workflow(
-            FamilyCaseWorkflow.run,
-            inp,
-            id=workflow_id(case_id),
-            task_queue=cmd.settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(search.STAGE, Stage.referred.value)]
-            ),
-        )
-    except RPCError:
-        raise HTTPException(503, "The case engine is not reachable; try again shortly.") from None
+    # Within the command deadline, or a 503 saying whether the case may exist (api/gateway.py).
+    await start_case(
+        cmd.client,
+        FamilyCaseWorkflow.run,
+        inp,
+        timeout=cmd.settings.command_timeout,
+        keyed=key is not None,
+        id=workflow_id(case_id),
+        task_queue=cmd.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(search.STAGE, Stage.referred.value)]
+        ),
+    )
     # The workflow builds the same state from the same input (new_case is pure), so the answer
     # need not wait for the workflow's first task.
     state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)

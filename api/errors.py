@@ -25,8 +25,50 @@ def rpc_failed(error: RPCError, case_closed: bool) -> HTTPException:
             return HTTPException(409, "The case is closed; a closed case is read-only.")
         return HTTPException(404, "No such case.")
     if error.status == RPCStatusCode.UNAVAILABLE:
-        return HTTPException(503, "The case engine is not reachable; try again shortly.")
-    return HTTPException(503, "The case engine could not take the command; try again shortly.")
+        return HTTPException(503, "The case engine is not reachable, so the command has most likely "
+                             f"not been applied. Try again shortly; {SAFE_RETRY}", headers=RETRY_AFTER)
+    return HTTPException(503, "The case engine could not take the command, so it has not been "
+                         f"applied. Try again shortly; {SAFE_RETRY}", headers=RETRY_AFTER)
+
+
+# Every command's deadline (ONEFAMILY_COMMAND_TIMEOUT, docs/operations.md). The sentence says
+# whether the command may still be applied: an Update the API stopped waiting for stays with
+# the case engine and is applied when a worker takes it up; its Idempotency-Key is its update
+# id, so a retry with the same key joins it (or gets its answer) instead of applying it again.
+RETRY_AFTER = {"Retry-After": "5"}
+SAFE_RETRY = "a retry with the same Idempotency-Key is safe: it is applied only once."
+NO_KEY = (" This command was sent without an Idempotency-Key: look at the case before you send it "
+          "again, or it may be applied twice.")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def command_timed_out(seconds: float, *, sent: bool, keyed: bool) -> HTTPException:
+    """No answer within the deadline. `sent`: the case engine may have the command."""
+    if not sent:
+        return HTTPException(503, (
+            f"The case is busy: this command waited {_seconds(seconds)} for its turn and was not "
+            "sent, so it has not been applied and will not be. Try again shortly; a retry is safe."
+        ), headers=RETRY_AFTER)
+    return HTTPException(503, (
+        f"The case engine did not answer within {_seconds(seconds)} (no case worker may be "
+        "running, or the case is busy). The command may still be applied later, when a worker "
+        f"takes it up; {SAFE_RETRY} The retry gets the command's answer." + ("" if keyed else NO_KEY)
+    ), headers=RETRY_AFTER)
+
+
+def registration_timed_out(seconds: float, *, keyed: bool) -> HTTPException:
+    """`POST /cases`: the start of the case's workflow was not confirmed in time."""
+    tail = "" if keyed else (
+        " This referral was sent without an Idempotency-Key: look for the family's case before "
+        "you register it again, or it may be registered twice.")
+    return HTTPException(503, (
+        f"The case engine did not confirm the new case within {_seconds(seconds)}. The case may "
+        "still have been created; registering it again with the same Idempotency-Key is safe: "
+        "the key names the same case." + tail
+    ), headers=RETRY_AFTER)
 
 
 def _where(loc: tuple) -> str:

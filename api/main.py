@@ -136,8 +136,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 checks["temporal"] = True
             except Exception:  # noqa: BLE001
                 pass
-        ok = all(checks.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", **checks},
+        # A case worker must poll the case task queue (DescribeTaskQueue, cached a few
+        # seconds): without one every command would wait for its deadline (docs/operations.md).
+        from api.gateway import worker_readiness
+
+        workers: dict = {"workers": False, "why": "the case engine is not reachable"}
+        if checks["temporal"]:
+            settings_ = request.app.state.settings
+            workers = await worker_readiness(client, settings_.task_queue,
+                                             settings_.document_task_queue)
+        ok = all(checks.values()) and workers["workers"]
+        return JSONResponse({"status": "ready" if ok else "not ready", **checks, **workers},
                             status_code=200 if ok else 503)
 
     return app

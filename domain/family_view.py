@@ -340,7 +340,7 @@ def who_has_the_ball(state: CaseState, now: datetime, staff: Mapping[str, StaffI
                       if getattr(m, "status", "active") == "pending_consent")
     if state.paused and key not in ("closed", "consent"):
         key = "paused"
-    text = t[f"ball.{key}"].format(who=(who_text or "").capitalize() if who_text else "",
+    text = t[f"ball.{key}"].format(who=who_text[:1].upper() + who_text[1:] if who_text else "",
                                    version=version.group(1) if version else "", names=names)
     return {
         "key": key,

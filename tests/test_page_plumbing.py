@@ -113,3 +113,16 @@ def test_an_error_in_a_row_after_empty_rows_names_the_row_as_typed() -> None:
         FormTeam.model_validate(unflatten(values, "Europe/Copenhagen", rows))
     assert rows == {"members.0": "members.0", "members.1": "members.3"}
     assert field_errors(caught.value, "en", rows) == {"members.3.discipline": "Fill in this field."}
+
+
+def test_the_family_reads_their_coordinator_s_name_as_written() -> None:
+    from domain.family_view import StaffInfo, who_has_the_ball
+    from domain.lifecycle import execute
+    from tests.factories import NOW, manager
+
+    state = new_case("case-1", case_create(), ctx(ANNA))
+    boss = manager("maria")
+    state = execute(working_copy(state), "assign_coordinator",
+                    CommandInput(actor=boss, body={"coordinator_id": "anna"}), ctx(boss))
+    ball = who_has_the_ball(state, NOW, {"anna": StaffInfo("anna", "Anna Berg")}, lang="da")
+    assert "Anna Berg" in ball["text"] and "anna berg" not in ball["text"]
