@@ -53,17 +53,20 @@ ICS_TEXTS = ("strengths", "concerns", "family_view")
 ALIASES = {"coordinator_id": "coordinator", "waiting_for_family": "waiting"}
 
 
-async def _command(
+async def case_form(
     request: Request,
     case_id: str,
     form_name: str,
     send: Callable,
     model: type[BaseModel] | None,
     done: Callable[[str, dict], str],
-    build: Callable[[dict, str], BaseModel] | None = None,
+    build: Callable[[dict, str, dict[str, str]], BaseModel] | None = None,
+    anchor: str = "",
+    label: Callable[[str, str, str], str] | None = None,
 ) -> Response:
-    """The common path of every form here: who is asking, the form's fields, the command
-    through `send_form`; `done(lang, result)` is the sentence shown after success."""
+    """The common path of a case page's form (here and api/pages/family_staff.py): who is
+    asking, the form's fields, the command through `send_form`; `done(lang, result)` is the
+    sentence shown after success, on the page's `#anchor`; `build(data, lang, values)`."""
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
     page = f"/cases/{case_id}"
@@ -79,13 +82,18 @@ async def _command(
         from api.pages.case import case_page_response
 
         for name in form_state.errors:
-            form_state.labels.setdefault(name, field_label(form_name, name, lang))
+            form_state.labels.setdefault(name, (label or field_label)(form_name, name, lang))
         return await case_page_response(request, case_id, form_state)
 
+    def success(result: dict) -> Response:
+        response = back(page, ok=done(lang, result))
+        if anchor:  # the redirect lands on the section the form is about
+            response.headers["location"] += f"#{anchor}"
+        return response
+
     return await send_form(
-        request, form_name, values, send, model, show_again,
-        done=lambda result: back(page, ok=done(lang, result)),
-        build=(lambda data: build(data, lang)) if build is not None else None,
+        request, form_name, values, send, model, show_again, done=success,
+        build=(lambda data: build(data, lang, values)) if build is not None else None,
     )
 
 
@@ -143,7 +151,7 @@ async def assign_coordinator(request: Request, case_id: str) -> Response:
         name = staff[who].name if who in staff else who
         return _t(lang, "assign_coordinator.done", name=name)
 
-    return await _command(request, case_id, "assign_coordinator",
+    return await case_form(request, case_id, "assign_coordinator",
                           lambda cmd, body: cases.assign_coordinator(case_id, body, cmd),
                           AssignCoordinator, done)
 
@@ -154,7 +162,7 @@ async def form_team(request: Request, case_id: str) -> Response:
     the directory's unless typed."""
     staff = _names(request)
 
-    def build(data: dict, lang: str) -> FormTeam:
+    def build(data: dict, lang: str, values: dict[str, str]) -> FormTeam:
         for member in data.get("members", []) if isinstance(data.get("members"), list) else []:
             row = staff.get(str(member.get("staff_id", ""))) if isinstance(member, dict) else None
             if row is not None:
@@ -162,7 +170,7 @@ async def form_team(request: Request, case_id: str) -> Response:
                 member.setdefault("department", row.department)
         return FormTeam.model_validate(data)
 
-    return await _command(request, case_id, "form_team",
+    return await case_form(request, case_id, "form_team",
                           lambda cmd, body: cases.form_team(case_id, body, cmd), FormTeam,
                           lambda lang, result: _t(lang, "form_team.done", n=len(result.get("team", []))),
                           build)
@@ -173,14 +181,14 @@ async def form_team(request: Request, case_id: str) -> Response:
 
 @router.post("/cases/{case_id}/contacts")
 async def record_contact(request: Request, case_id: str) -> Response:
-    return await _command(request, case_id, "record_contact",
+    return await case_form(request, case_id, "record_contact",
                           lambda cmd, body: cases.record_contact(case_id, body, cmd), RecordContact,
                           lambda lang, result: _t(lang, "record_contact.done"))
 
 
 @router.post("/cases/{case_id}/triage")
 async def triage(request: Request, case_id: str) -> Response:
-    return await _command(request, case_id, "triage",
+    return await case_form(request, case_id, "triage",
                           lambda cmd, body: cases.triage(case_id, body, cmd), Triage,
                           lambda lang, result: _t(lang, "triage.done"))
 
@@ -198,12 +206,12 @@ async def schedule_assessment_meeting(request: Request, case_id: str) -> Respons
         return _t(lang, "schedule_assessment_meeting.done",
                   when=i18n.format_datetime(lang, when, timezone))
 
-    return await _command(request, case_id, "schedule_assessment_meeting",
+    return await case_form(request, case_id, "schedule_assessment_meeting",
                           lambda cmd, body: cases.schedule_assessment_meeting(case_id, body, cmd),
                           ScheduleAssessmentMeeting, done)
 
 
-def _assessment(data: dict, lang: str) -> AssessmentContent:
+def _assessment(data: dict, lang: str, values: dict[str, str]) -> AssessmentContent:
     """The ICS form sends every dimension of the policy (its name in a hidden field); a
     dimension with nothing written is left out, so "complete" means something."""
     ics = data.get("ics")
@@ -220,7 +228,7 @@ def _assessment(data: dict, lang: str) -> AssessmentContent:
 @router.post("/cases/{case_id}/assessment")
 async def put_assessment(request: Request, case_id: str) -> Response:
     """Save the ICS assessment; it stays in progress until it is completed."""
-    return await _command(request, case_id, "put_assessment",
+    return await case_form(request, case_id, "put_assessment",
                           lambda cmd, body: cases.put_assessment(case_id, body, cmd),
                           AssessmentContent, lambda lang, result: _t(lang, "put_assessment.done"),
                           _assessment)
@@ -228,14 +236,14 @@ async def put_assessment(request: Request, case_id: str) -> Response:
 
 @router.post("/cases/{case_id}/assessment/complete")
 async def complete_assessment(request: Request, case_id: str) -> Response:
-    return await _command(request, case_id, "complete_assessment",
+    return await case_form(request, case_id, "complete_assessment",
                           lambda cmd: cases.complete_assessment(case_id, cmd), None,
                           lambda lang, result: _t(lang, "complete_assessment.done"))
 
 
 @router.post("/cases/{case_id}/assessment/provisional")
 async def provisional_assessment(request: Request, case_id: str) -> Response:
-    return await _command(request, case_id, "provisional_assessment",
+    return await case_form(request, case_id, "provisional_assessment",
                           lambda cmd, body: cases.provisional_assessment(case_id, body, cmd),
                           ProvisionalAssessmentIn,
                           lambda lang, result: _t(lang, "provisional_assessment.done"))
@@ -254,7 +262,7 @@ class _FutureExtension(ExtendAssessment):
         return value
 
 
-def _extension(data: dict, lang: str) -> ExtendAssessment:
+def _extension(data: dict, lang: str, values: dict[str, str]) -> ExtendAssessment:
     checked = _FutureExtension.model_validate(
         data, context={"now": utcnow(), "message": _t(lang, "extend_assessment.past")})
     return ExtendAssessment.model_validate(checked.model_dump())
@@ -270,7 +278,7 @@ async def extend_assessment(request: Request, case_id: str) -> Response:
         return _t(lang, "extend_assessment.done",
                   when=i18n.format_datetime(lang, extensions[-1].get("new_due_at"), timezone))
 
-    return await _command(request, case_id, "extend_assessment",
+    return await case_form(request, case_id, "extend_assessment",
                           lambda cmd, body: cases.extend_assessment(case_id, body, cmd),
                           ExtendAssessment, done, _extension)
 
@@ -285,12 +293,12 @@ async def pause(request: Request, case_id: str) -> Response:
         waiting = pauses[-1].get("waiting_for_family", True)
         return _t(lang, "pause.done_family" if waiting else "pause.done")
 
-    return await _command(request, case_id, "pause",
+    return await case_form(request, case_id, "pause",
                           lambda cmd, body: cases.pause(case_id, body, cmd), PauseCase, done)
 
 
 @router.post("/cases/{case_id}/resume")
 async def resume(request: Request, case_id: str) -> Response:
-    return await _command(request, case_id, "resume",
+    return await case_form(request, case_id, "resume",
                           lambda cmd: cases.resume(case_id, cmd), None,
                           lambda lang, result: _t(lang, "resume.done"))

@@ -28,14 +28,7 @@ from sqlmodel import Session, select
 from api import consents, family_auth
 from api.pages import i18n
 from api.pages.common import (
-    FormState,
-    back,
-    current_user,
-    error_page,
-    language_of,
     load_case,
-    read_form,
-    send_form,
     staff_names,
     timezone_of,
     valid_case_id,
@@ -211,35 +204,11 @@ async def _command(request: Request, case_id: str, form_name: str, send: Callabl
                    model: type[BaseModel], done: Callable[[str, object], str],
                    build: Callable[[dict, str, dict[str, str]], BaseModel] | None = None,
                    anchor: str = "consents") -> Response:
-    """One form of this module → its command through `send_form` (as api/pages/case_commands)."""
-    with Session(request.app.state.engine) as session:
-        user = current_user(request, session)
-    page = f"/cases/{case_id}"
-    if user is None:
-        return back(f"/login?next={page}") if valid_case_id(case_id) else back("/login")
-    lang = language_of(request, user)
-    if not valid_case_id(case_id):
-        return error_page(request, user, 404, i18n.translate(lang, "forms.no_case"),
-                          i18n.translate(lang, "forms.no_case_text"))
-    values = await read_form(request)
+    """One form of this module → its command, by the case page's one form path."""
+    from api.pages.case_commands import case_form
 
-    async def show_again(form_state: FormState) -> Response:
-        from api.pages.case import case_page_response
-
-        for name in form_state.errors:
-            form_state.labels.setdefault(name, field_label(form_name, name, lang))
-        return await case_page_response(request, case_id, form_state)
-
-    return await send_form(
-        request, form_name, values, send, model, show_again,
-        done=lambda result: _to_section(back(page, ok=done(lang, result)), anchor),
-        build=(lambda data: build(data, lang, values)) if build is not None else None)
-
-
-def _to_section(response: Response, anchor: str) -> Response:
-    """The redirect after success lands on the section the form is about."""
-    response.headers["location"] += f"#{anchor}"
-    return response
+    return await case_form(request, case_id, form_name, send, model, done, build, anchor=anchor,
+                           label=field_label)
 
 
 def field_label(form_name: str, name: str, lang: str) -> str:
