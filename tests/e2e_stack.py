@@ -110,3 +110,26 @@ class Stack:
             if proc is not None:
                 stop_process(proc)
         self.temporal.stop()
+
+
+async def with_staff(stack: Stack) -> Stack:
+    """A started stack with tests.factories.STAFF registered (each with `password_of` their
+    id) and a personal API token of each, and of admin, in `stack.tokens`."""
+    from tests.factories import STAFF, password_of
+
+    admin = await stack.token()
+    async with httpx.AsyncClient(base_url=stack.base_url,
+                                 headers={"Authorization": f"Bearer {admin}"}) as client:
+        for person in STAFF:
+            body = {**person, "password": password_of(person["id"])}
+            answer = await client.post("/api/v1/staff", json=body)
+            assert answer.status_code == 201, answer.text
+    stack.tokens = {p["id"]: await stack.token(p["id"], password_of(p["id"])) for p in STAFF}
+    stack.tokens["admin"] = admin
+    return stack
+
+
+def api_as(stack: Stack, user: str) -> httpx.AsyncClient:
+    """The JSON API as `user` (a token of `with_staff`)."""
+    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
+                             headers={"Authorization": f"Bearer {stack.tokens[user]}"})

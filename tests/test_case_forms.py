@@ -23,8 +23,8 @@ import pytest
 
 from api.pages import i18n
 from domain.lifecycle import STALE
-from tests.e2e_stack import Stack
-from tests.factories import STAFF, case_create_body, password_of
+from tests.e2e_stack import Stack, api_as, with_staff
+from tests.factories import case_create_body, password_of
 
 ZONE = ZoneInfo("Europe/Stockholm")
 
@@ -36,21 +36,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("ONEFAMILY_COUNTRY", "SE")
             await s.start()
-        admin = await s.token()
-        async with httpx.AsyncClient(base_url=s.base_url,
-                                     headers={"Authorization": f"Bearer {admin}"}) as c:
-            for person in STAFF:
-                body = {**person, "password": password_of(person["id"])}
-                assert (await c.post("/api/v1/staff", json=body)).status_code == 201
-        s.tokens = {p["id"]: await s.token(p["id"], password_of(p["id"])) for p in STAFF}
+        await with_staff(s)
         yield s
     finally:
         s.stop()
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
-                             headers={"Authorization": f"Bearer {stack.tokens[user]}"})
+    return api_as(stack, user)
 
 
 def local(at: datetime) -> str:

@@ -32,8 +32,8 @@ from api.pages.meetings import build_close, build_status_meeting, outcomes_of
 from api.pages.plan import build_plan, label_of, number
 from api.views import case_view
 from domain.lifecycle import STALE
-from tests.e2e_stack import Stack
-from tests.factories import NOW, STAFF, case_create_body, password_of
+from tests.e2e_stack import Stack, api_as, with_staff
+from tests.factories import NOW, case_create_body
 from tests.test_case_forms import Person, forms_of, ok_sentence, stage_of
 from tests.test_domain_lifecycle import ASSESSMENT, active, drafted, in_planning
 
@@ -264,22 +264,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     s = Stack(Path(tmp_path_factory.mktemp("plan-forms")) / "data")
     try:
         await s.start()
-        admin = await s.token()
-        async with httpx.AsyncClient(base_url=s.base_url,
-                                     headers={"Authorization": f"Bearer {admin}"}) as c:
-            for person in STAFF:
-                body = {**person, "password": password_of(person["id"])}
-                assert (await c.post("/api/v1/staff", json=body)).status_code == 201
-        s.tokens = {p["id"]: await s.token(p["id"], password_of(p["id"])) for p in STAFF}
-        s.tokens["admin"] = admin
+        await with_staff(s)
         yield s
     finally:
         s.stop()
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
-                             headers={"Authorization": f"Bearer {stack.tokens[user]}"})
+    return api_as(stack, user)
 
 
 def local(at: datetime) -> str:

@@ -25,8 +25,8 @@ from markupsafe import escape
 from api.pages import i18n
 from api.pages.common import unflatten
 from api.pages.referral import _labels, build
-from tests.e2e_stack import Stack
-from tests.factories import STAFF, password_of
+from tests.e2e_stack import Stack, api_as, with_staff
+from tests.factories import password_of
 from tests.test_case_forms import forms_of
 
 ZONE = ZoneInfo("Europe/Copenhagen")
@@ -93,22 +93,14 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     s = Stack(Path(tmp_path_factory.mktemp("referral-pages")) / "data")
     try:
         await s.start()
-        admin = await s.token()
-        async with httpx.AsyncClient(base_url=s.base_url,
-                                     headers={"Authorization": f"Bearer {admin}"}) as c:
-            for person in STAFF:
-                body = {**person, "password": password_of(person["id"])}
-                assert (await c.post("/api/v1/staff", json=body)).status_code == 201
-        s.tokens = {p["id"]: await s.token(p["id"], password_of(p["id"])) for p in STAFF}
-        s.tokens["admin"] = admin
+        await with_staff(s)
         yield s
     finally:
         s.stop()
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
-                             headers={"Authorization": f"Bearer {stack.tokens[user]}"})
+    return api_as(stack, user)
 
 
 class Browser:
