@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -133,3 +134,24 @@ def api_as(stack: Stack, user: str) -> httpx.AsyncClient:
     """The JSON API as `user` (a token of `with_staff`)."""
     return httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
                              headers={"Authorization": f"Bearer {stack.tokens[user]}"})
+
+
+class SignedIn:
+    """One staff member signed in with their password (a session cookie), as a browser
+    without JavaScript: the tests post the pages' forms as shown."""
+
+    def __init__(self, stack: Stack, staff_id: str) -> None:
+        self.staff_id = staff_id
+        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=60, follow_redirects=False,
+                                      headers={"Accept-Language": "en"})
+
+    async def __aenter__(self) -> Self:
+        from tests.factories import password_of
+
+        r = await self.http.post("/login", data={"staff_id": self.staff_id,
+                                                 "password": password_of(self.staff_id), "next": "/"})
+        assert r.status_code == 303, r.text
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()

@@ -23,8 +23,8 @@ import pytest
 
 from api.pages import i18n
 from domain.lifecycle import STALE
-from tests.e2e_stack import Stack, api_as, with_staff
-from tests.factories import case_create_body, password_of
+from tests.e2e_stack import SignedIn, Stack, api_as, with_staff
+from tests.factories import case_create_body
 
 ZONE = ZoneInfo("Europe/Stockholm")
 
@@ -116,22 +116,9 @@ def forms_of(html: str) -> dict[str, dict]:
     return parser.forms
 
 
-class Person:
+class Person(SignedIn):
     """One staff member in a browser: signed in with a password, posting the page's forms."""
 
-    def __init__(self, stack: Stack, staff_id: str) -> None:
-        self.staff_id = staff_id
-        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=60, follow_redirects=False,
-                                      headers={"Accept-Language": "en"})
-
-    async def __aenter__(self) -> Person:
-        r = await self.http.post("/login", data={"staff_id": self.staff_id,
-                                                 "password": password_of(self.staff_id), "next": "/"})
-        assert r.status_code == 303, r.text
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
 
     async def page(self, case_id: str) -> tuple[str, dict[str, dict]]:
         r = await self.http.get(f"/cases/{case_id}")

@@ -23,8 +23,8 @@ from markupsafe import escape
 
 from api.pages import i18n
 from api.pages.committee import asked_funding, check_funding
-from tests.e2e_stack import Stack, api_as, with_staff
-from tests.factories import case_create_body, password_of, plan_body
+from tests.e2e_stack import SignedIn, Stack, api_as, with_staff
+from tests.factories import case_create_body, plan_body
 from tests.test_case_forms import forms_of
 from tests.test_domain_lifecycle import ASSESSMENT
 
@@ -87,20 +87,8 @@ def api(stack: Stack, user: str) -> httpx.AsyncClient:
     return api_as(stack, user)
 
 
-class Browser:
-    def __init__(self, stack: Stack, staff_id: str) -> None:
-        self.staff_id = staff_id
-        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=60, follow_redirects=False,
-                                      headers={"Accept-Language": "en"})
-
-    async def __aenter__(self) -> Browser:
-        r = await self.http.post("/login", data={"staff_id": self.staff_id,
-                                                 "password": password_of(self.staff_id), "next": "/"})
-        assert r.status_code == 303, r.text
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
+class Browser(SignedIn):
+    """A signed-in staff member (tests.e2e_stack.SignedIn)."""
 
 
 async def escalated_case(stack: Stack, name: str) -> tuple[str, str]:

@@ -25,8 +25,7 @@ from markupsafe import escape
 from api.pages import i18n
 from api.pages.common import unflatten
 from api.pages.referral import _labels, build
-from tests.e2e_stack import Stack, api_as, with_staff
-from tests.factories import password_of
+from tests.e2e_stack import SignedIn, Stack, api_as, with_staff
 from tests.test_case_forms import forms_of
 
 ZONE = ZoneInfo("Europe/Copenhagen")
@@ -103,22 +102,9 @@ def api(stack: Stack, user: str) -> httpx.AsyncClient:
     return api_as(stack, user)
 
 
-class Browser:
+class Browser(SignedIn):
     """One staff member signed in with a password, posting the page's forms as shown."""
 
-    def __init__(self, stack: Stack, staff_id: str) -> None:
-        self.staff_id = staff_id
-        self.http = httpx.AsyncClient(base_url=stack.base_url, timeout=60, follow_redirects=False,
-                                      headers={"Accept-Language": "en"})
-
-    async def __aenter__(self) -> Browser:
-        r = await self.http.post("/login", data={"staff_id": self.staff_id,
-                                                 "password": password_of(self.staff_id), "next": "/"})
-        assert r.status_code == 303, r.text
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.aclose()
 
     async def referral_form(self) -> dict:
         r = await self.http.get("/cases/new")
