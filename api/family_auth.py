@@ -629,11 +629,6 @@ def _page(request: Request, status: int, title: str, inner: str) -> HTMLResponse
                                                            "Referrer-Policy": "same-origin"})
 
 
-def _csrf_field(request: Request) -> str:
-    token = getattr(request.state, "csrf_token", None)
-    return f'<input type="hidden" name="csrf_token" value="{escape(token)}">' if token else ""
-
-
 def _form(action: str, fields: str, button: str) -> str:
     return (f'<form method="post" action="{escape(action)}">{fields}'
             f'<button class="button button-primary" type="submit">{escape(button)}</button></form>')
@@ -707,22 +702,6 @@ CROSS_SITE = FamilySignInError(403, "This form was sent from another site; open 
                                     "site and try again.")
 
 
-@router.get("/family/welcome")
-def welcome_page(request: Request, token: str = "") -> Response:
-    """Shows the link's page; spends nothing (see the module docstring)."""
-    _, w = _words(request)
-    token = token[:200]
-    with Session(request.app.state.engine) as session:
-        refusal = link_refusal(find_invitation(session, token))
-    if refusal is not None:
-        return _refused(request, refusal, False)
-    inner = (f'<p>{escape(w["welcome_text"])}</p>'
-             + _form("/family/welcome", _hidden("token", token) + _csrf_field(request), w["continue"]))
-    if request.app.state.settings.family_oidc_enabled:
-        inner += _form("/family/oidc/login", _hidden("token", token) + _csrf_field(request), w["eid"])
-    return _page(request, 200, w["welcome"], inner)
-
-
 @router.post("/family/welcome")
 async def welcome(request: Request) -> Response:
     """Spend the link (form field or JSON `token`) and start the family session."""
@@ -737,16 +716,6 @@ async def welcome(request: Request) -> Response:
     except FamilySignInError as error:
         return _refused(request, error, as_json)
     return _signed_in(request, case_id, member_id, as_json)
-
-
-@router.get("/family/login")
-def login_page(request: Request) -> Response:
-    _, w = _words(request)
-    inner = _form("/family/login", _input("contact", w["contact"], autocomplete="username"), w["send"])
-    if request.app.state.settings.family_oidc_enabled:
-        inner += (f'<p><a class="button button-secondary" href="/family/oidc/login">'
-                  f'{escape(w["eid_login"])}</a></p>')
-    return _page(request, 200, w["login"], inner)
 
 
 @router.post("/family/login")
