@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dashboard install sysdeps oidcdeps pgdeps rebuild-read-model backup \
+.PHONY: run test lint bench bench-capacity bench-dashboard install sysdeps oidcdeps pgdeps rebuild-read-model backup \
 	clean distclean
 
 run: install
@@ -32,6 +32,10 @@ lint: install
 
 bench: install
 	$(PY) -m bench.lifecycle
+
+# Case-worker memory per cached case at 10,000 cached cases vs a bare workflow (some minutes).
+bench-capacity: install
+	$(PY) -m bench.capacity $(ARGS)
 
 bench-dashboard: install
 	$(PY) -m bench.dashboard

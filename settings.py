@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Every command's deadline (docs/operations.md): no answer from the case engine within this
     # many seconds (no worker, a wedged case, a busy engine) -> 503 with a sentence, not a hang.
     command_timeout: float = Field(10, gt=0, le=300, validation_alias="ONEFAMILY_COMMAND_TIMEOUT")
+    # The start backlog (api/backlog.py, docs/operations.md): past this many new cases whose
+    # workflow has not run yet, POST /cases answers 503 with Retry-After (0: no limit) ...
+    start_backlog_limit: int = Field(200, ge=0, validation_alias="ONEFAMILY_START_BACKLOG_LIMIT")
+    # ... and a case whose workflow has not run this many seconds after creation is stuck
+    # (`workflow_not_started`), counted in /metrics and /readyz.
+    not_started_seconds: float = Field(60, gt=0, validation_alias="ONEFAMILY_NOT_STARTED_SECONDS")
 
     # Identity (DESIGN §9): how staff prove who they are.
     auth: Literal["local", "oidc", "trusted-header"] = Field("local", validation_alias="ONEFAMILY_AUTH")

@@ -42,8 +42,16 @@ WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkf
 
 # Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
 # modules lazily and reads the local time for its defaults, which the sandbox forbids.
+# `workflows` too (issue 13, memory and CPU per case): otherwise the sandbox imports the
+# workflow modules afresh for every workflow run, and each cached case keeps its own copy of
+# workflows/case.py's class and code objects (and, with PYTHONDONTWRITEBYTECODE as in the
+# Dockerfile, compiles them from source at every run start). The price: the sandbox no
+# longer catches a forbidden call (datetime.now, I/O) in workflow code itself; as for
+# `domain` and `models`, the replay tests (tests/test_replay.py) and review do.
 SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("holidays", "domain", "models")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "holidays", "domain", "models", "workflows"
+    )
 )
 
 
@@ -54,8 +62,9 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
     engine = get_engine(settings.db_url)
     projection = ProjectionActivities(engine)
     committee = CommitteeActivities(client, engine, settings.committee_id, settings.task_queue)
-    reports = ReportActivities(engine, settings.country)
     notifications = NotificationActivities(engine, settings)
+    # The monthly report is mailed to the managers through the same outbox (exactly once).
+    reports = ReportActivities(engine, settings.country, notifications)
     sweep = SweepActivities(client, engine)
     return Worker(
         client,

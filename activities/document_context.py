@@ -1,9 +1,10 @@
 """What each document shows, built from the real case state. Pure: no I/O, no clock.
 
 The case workflow may call `document_context(state, kind, version)` itself (this module
-imports only `models` and the standard library, so it is safe through pass-through) and put
-the result into a `DocumentRequest`. Every value is JSON-safe (instants as ISO 8601 strings)
-so the same state always gives the same context and so the same content hash.
+imports only `models`, the pure `domain.outcomes` and the standard library, so it is safe
+through pass-through) and put the result into a `DocumentRequest`. Every value is JSON-safe
+(instants as ISO 8601 strings) so the same state always gives the same context and so the
+same content hash.
 
 Version numbers per kind: the assessment report is version 1 (2, 3… for a re-assessment);
 the joint plan and the decision letter use the plan's version; status minutes use the
@@ -17,6 +18,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from domain import outcomes as oc
 from models.case import CaseState, PlanVersion
 from models.messaging import DocumentKind
 
@@ -151,6 +153,10 @@ def _assessment(state: CaseState, version: int) -> dict[str, Any]:
                      "status": deadline.status.value} if deadline else None,
         "provisional": [{"at": _iso(p.at), "text": p.text}
                         for p in getattr(state, "provisional_assessments", [])],
+        # The instruments filled in at the assessment (up to its completion).
+        "outcomes": oc.snapshot(state.policy.outcome_instruments, [
+            m for m in state.outcome_measurements if m.occasion == "assessment"
+            and (state.assessment_completed_at is None or m.recorded_at <= state.assessment_completed_at)]),
         "date": _iso(state.assessment_completed_at or (state.history[-1].at if state.history else None)),
     }
 
@@ -179,8 +185,46 @@ def _minutes(state: CaseState, number: int) -> dict[str, Any]:
         "next_followup_due": _iso(follow.due_at) if follow else None,
         "followup_months": state.followup_months,
         "concern_level": state.concern_level,
+        "outcomes": _meeting_outcomes(state, number),
         "date": _iso(meeting.at),
     }
+
+
+def _meeting_outcomes(state: CaseState, number: int) -> list[dict]:
+    """The instruments filled in with status meeting `number`: recorded by the same command
+    (the instant of its history entry)."""
+    recorded = next((h.at for h in state.history if h.event == "status_meeting_recorded"
+                     and h.detail.get("number") == number), None)
+    if recorded is None:
+        return []
+    return oc.snapshot(state.policy.outcome_instruments, [
+        m for m in state.outcome_measurements
+        if m.occasion == "status_meeting" and m.recorded_at == recorded])
+
+
+def _legacy_outcomes(outcomes: dict) -> dict[str, list[dict]]:
+    """The close body's free-form object, as far as a document can name it in its language:
+    SDQ total difficulties before/after per informant, goal attainment per goal. Scales given
+    there are measurements (domain.outcomes.legacy_outcomes) and shown with them."""
+    sdq = outcomes.get("sdq") or outcomes.get("SDQ") or []
+    entries = ([{"informant": k, **v} for k, v in sdq.items() if isinstance(v, dict)]
+               if isinstance(sdq, dict) else [e for e in sdq if isinstance(e, dict)]
+               if isinstance(sdq, list) else [])
+    totals = []
+    for e in entries:
+        before = e.get("before", e.get("at_assessment"))
+        after = e.get("after", e.get("at_closing"))
+        if isinstance(before, int | float) or isinstance(after, int | float):
+            totals.append({"informant": str(e.get("informant") or ""), "child": e.get("child") or "",
+                           "before": before if isinstance(before, int | float) else None,
+                           "after": after if isinstance(after, int | float) else None})
+    goals = []
+    raw = outcomes.get("goal_attainment")
+    for goal_id, value in (raw.items() if isinstance(raw, dict) else []):
+        status = value.get("status") if isinstance(value, dict) else value
+        if isinstance(status, str):
+            goals.append({"goal_id": str(goal_id), "status": status})
+    return {"totals": totals, "goals": goals}
 
 
 def _agenda_item(state: CaseState, version: int) -> dict[str, Any]:
@@ -250,7 +294,10 @@ def _closing(state: CaseState, version: int) -> dict[str, Any]:
         "family_goals": list(plan.family_goals) if plan else [],
         "goals": [{**g.model_dump(mode="json"), "progress": last_progress.get(g.id)}
                   for g in (plan.goals if plan else [])],
-        "outcomes": closure.outcomes or {},
+        # Keys only (instrument, informant, scale, band): the template names them in the
+        # document's language.
+        "outcomes": oc.summary(state.policy.outcome_instruments, state.outcome_measurements),
+        "outcomes_given": _legacy_outcomes(closure.outcomes or {}),
         "date": _iso(closure.at),
     }
 

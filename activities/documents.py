@@ -29,6 +29,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import rendering
 from activities.document_context import (  # noqa: F401 - re-exported for callers
     NoSuchContent,
     agenda_context,
@@ -53,9 +54,8 @@ def content_hash(req: DocumentRequest) -> str:
 
 
 def html_to_pdf(html: str) -> bytes:
-    from weasyprint import HTML  # lazy: needs Pango
-
-    return HTML(string=html, base_url=str(TEMPLATES / "documents")).write_pdf()
+    """Tagged PDF/A-3a + PDF/UA-1 (activities.rendering.html_to_pdf)."""
+    return rendering.html_to_pdf(html, TEMPLATES / "documents")
 
 
 def _ref(row: DocumentRow) -> DocumentRef:

@@ -76,10 +76,9 @@ import smtplib
 import ssl
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from zoneinfo import ZoneInfo
 
 import httpx
 from jinja2 import TemplateError
@@ -95,6 +94,7 @@ from temporalio.exceptions import ApplicationError
 from activities.rendering import render_message
 from domain.access import DEFAULT_UNIT
 from domain.ics import build_ics
+from domain.quiet_hours import parse_quiet, quiet_until
 from models.messaging import (
     STAFF_ROLES,
     Channel,
@@ -139,32 +139,10 @@ class NotificationSettings(BaseSettings):
 
     @property
     def quiet(self) -> tuple[time, time] | None:
-        text = (self.sms_quiet_hours or "").strip()
-        if not text or text.lower() == "none":
-            return None
-        start, _, end = text.partition("-")
-        return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+        return parse_quiet(self.sms_quiet_hours)
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def quiet_until(now: datetime, tz: str, quiet: tuple[time, time] | None) -> datetime | None:
-    """The end of the quiet hours (UTC) if `now` lies in them, else None."""
-    if quiet is None:
-        return None
-    start, end = quiet
-    zone = ZoneInfo(tz)
-    local = now.astimezone(zone)
-    t = local.time().replace(tzinfo=None)
-    inside = (t >= start or t < end) if start > end else (start <= t < end)
-    if not inside:
-        return None
-    day: date = local.date()
-    candidate = datetime.combine(day, end, tzinfo=zone)
-    if candidate <= local:
-        candidate = datetime.combine(day + timedelta(days=1), end, tzinfo=zone)
-    return candidate.astimezone(UTC)
 
 
 def choose_channel(recipient: Recipient, *, optional: bool, has_invite: bool, smtp: bool,
@@ -336,12 +314,25 @@ class NotificationActivities:
             if query.role in r.roles and (query.unit is None or r.unit == query.unit)
         ]
 
+    def _organizer(self, staff_id: str | None) -> str:
+        """The ORGANIZER of an invitation: the case's coordinator ("Name <address>") from the
+        staff directory, so a reply reaches a person; the sender address when they have none."""
+        if staff_id:
+            with Session(self.engine) as session:
+                row = session.get(StaffRow, staff_id)
+            if row is not None and row.email:
+                return formataddr((row.name or "", row.email))
+        return self.cfg.smtp_from
+
     def _consent_withdrawn(self, req: NotificationRequest, recipient: Recipient,
                            now: datetime) -> bool:
         """A staff member on the case's team whom the family's consent does not cover (any
         more) gets no message about it (DESIGN §11): the read model's facts decide, as for
-        reading the case."""
+        reading the case. A meeting's CANCEL still reaches them: it takes back what they were
+        sent and tells nothing new."""
         if recipient.role not in STAFF_ROLES:
+            return False
+        if req.invite is not None and req.invite.method == "CANCEL":
             return False
         from activities.projection import uncovered_of_row
 
@@ -372,7 +363,7 @@ class NotificationActivities:
                 f"{getattr(error, 'message', '')}"[:300],
                 type="NotificationTemplateError", non_retryable=True,
             ) from None
-        ics = (build_ics(req.invite, self.cfg.smtp_from, recipient, now)
+        ics = (build_ics(req.invite, self._organizer(req.invite.organizer_id), recipient, now)
                if req.invite is not None else None)
         return msg.subject, (msg.sms if channel is Channel.sms else msg.body), ics
 
@@ -477,7 +468,9 @@ class NotificationActivities:
                                      "consent does not cover the recipient"))
         if (row.channel == Channel.sms.value and recipient.role is RecipientRole.family
                 and not req.asked_for):  # a sign-in code the family just asked for: now
-            not_before = quiet_until(now, self.timezone, self.cfg.quiet)
+            # The case's policy sets the quiet hours when the request carries them.
+            quiet = self.cfg.quiet if req.quiet_hours is None else parse_quiet(req.quiet_hours)
+            not_before = quiet_until(now, self.timezone, quiet)
             if row.not_before is not None and row.not_before > now:
                 not_before = max(not_before or row.not_before, row.not_before)
             if not_before is not None:

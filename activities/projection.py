@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete, select, update
+from sqlmodel import Session, select, update
 from temporalio import activity
 
 from domain import consent
@@ -32,6 +32,10 @@ def legacy_person_key(name: str, birth_date: object) -> str:
     """The plaintext key of rows projected before hashing: matched until the case is projected
     again, so an existing data dir keeps flagging duplicates."""
     return f"{' '.join(name.lower().split())}|{birth_date or ''}"
+
+
+CASES = CaseRow.__table__
+PERSONS = CasePersonRow.__table__
 
 
 def _ids(ids: frozenset[str]) -> str:
@@ -95,7 +99,9 @@ def cancel_unsent(session: Session, case_id: str, recipients: frozenset[str], no
     return session.exec(
         update(NotificationRow)
         .where(NotificationRow.case_id == case_id, NotificationRow.recipient_id.in_(sorted(recipients)),
-               NotificationRow.status.in_(UNSENT))
+               NotificationRow.status.in_(UNSENT),
+               # A meeting's CANCEL to them still goes: it only takes back an invitation.
+               NotificationRow.purpose.not_like("%\\_cancelled", escape="\\"))
         .values(status=CANCELLED, lease_until=None, updated_at=now,
                 last_error="cancelled: the family's consent does not cover the recipient")
     ).rowcount
@@ -115,9 +121,18 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
 
     The API and the projection activity both write: the version check is one conditional
     UPDATE, so of two racing writers the older version can never win."""
+    # Most calls find the version already there (the API writes every command's answer; the
+    # workflow's activity is the safety net): one indexed SELECT instead of building, sealing
+    # and serialising the whole row first (issue 13, speed).
+    # SQLAlchemy Core on the tables below: the ORM's statement handling cost more than the
+    # writes themselves (profile of a command, issue 13); the column types (sealing) still apply.
+    conn = session.connection()
+    stored = conn.execute(select(CASES.c.version).where(CASES.c.id == state.id)).scalar()
+    if stored is not None and stored >= state.version:
+        return False
     values = case_row(state, now, case_unit(session, state)).model_dump()
-    updated = session.exec(
-        update(CaseRow).where(CaseRow.id == state.id, CaseRow.version < state.version).values(values)
+    updated = conn.execute(
+        CASES.update().where(CASES.c.id == state.id, CASES.c.version < state.version).values(values)
     ).rowcount
     if not updated:
         if session.exec(select(CaseRow.version).where(CaseRow.id == state.id)).first() is not None:
@@ -128,10 +143,13 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
         except IntegrityError:  # another writer inserted it first: its version decides
             return write_case(session, state, now)
     cancel_unsent(session, state.id, _split(values["uncovered_text"]), now)
-    session.exec(delete(CasePersonRow).where(CasePersonRow.case_id == state.id))
-    if state.stage is not Stage.closed:
-        for m in state.family.members:
-            session.add(CasePersonRow(case_id=state.id, person_key=person_key(m.name, m.birth_date)))
+    wanted = sorted({person_key(m.name, m.birth_date) for m in state.family.members}
+                    if state.stage is not Stage.closed else ())
+    stored_keys = conn.execute(select(PERSONS.c.person_key).where(PERSONS.c.case_id == state.id)).scalars()
+    if sorted(stored_keys) != wanted:  # most commands change no family member: nothing to write
+        conn.execute(PERSONS.delete().where(PERSONS.c.case_id == state.id))
+        if wanted:
+            conn.execute(PERSONS.insert(), [{"case_id": state.id, "person_key": k} for k in wanted])
     for item in state.escalations:
         plan = next((p for p in state.plans if p.version == item.plan_version), None)
         existing = session.get(CommitteeItemRow, item.id)

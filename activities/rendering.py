@@ -177,3 +177,45 @@ def render_message(template: str, language: str, variables: dict) -> RenderedMes
 
 def render_document_html(kind: str, language: str, variables: dict) -> str:
     return document_env().get_template(f"{kind}.html.j2").render(**variables, language=language)
+
+
+# ---------------------------------------------------------------- PDF (WeasyPrint)
+
+# Every PDF is tagged and archival at once: WeasyPrint's `pdf/a-3a` variant writes the
+# structure tree (H1, P, Table, L ... from the HTML), /MarkInfo, /Lang (from <html lang>), the
+# title (from <title>, shown instead of the file name), embedded fonts, an sRGB output intent
+# and a file identifier; PDF/A-3 level A is the level that requires the tagging. WeasyPrint
+# writes one conformance claim per variant, so the PDF/UA-1 claim (`pdfuaid:part="1"`, the
+# same PDF 1.7 and the same tags its `pdf/ua-1` variant writes) is added to the same XMP
+# description. Decision and limits: docs/decisions.md "Documents are tagged PDF".
+PDF_VARIANT = "pdf/a-3a"
+_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+_PDFUAID = "{http://www.aiim.org/pdfua/ns/id/}part"
+
+
+def _claim_pdf_ua(metadata: object) -> None:
+    """Add `pdfuaid:part="1"` to the conformance description WeasyPrint generates."""
+    from xml.etree.ElementTree import fromstring, tostring
+
+    original = getattr(metadata, "generate_rdf_metadata", None)
+    if original is None:  # another WeasyPrint: still PDF/A-3a and tagged (tests/test_pdf_tagged.py)
+        return
+
+    def generate(variant: str, version: int, conformance: str | None) -> bytes:
+        rdf = fromstring(original(variant, version, conformance))
+        first = rdf.find(f"{_RDF}Description")
+        if first is not None:
+            first.set(_PDFUAID, "1")
+        return tostring(rdf)
+
+    metadata.generate_rdf_metadata = generate  # type: ignore[attr-defined]  # this document only
+
+
+def html_to_pdf(html: str, base_url: Path = TEMPLATES / "documents") -> bytes:
+    """A tagged PDF/A-3a + PDF/UA-1 of a document's HTML (which must carry <html lang> and a
+    <title>: both end up in the PDF)."""
+    from weasyprint import HTML  # lazy: needs Pango
+
+    document = HTML(string=html, base_url=str(base_url)).render()
+    _claim_pdf_ua(document.metadata)
+    return document.write_pdf(pdf_variant=PDF_VARIANT)

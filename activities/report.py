@@ -16,21 +16,21 @@ What the report holds, for a month taken in the municipality's time zone:
 - escalations: new, decided (by decision), median days to a decision, still waiting at the
   month's end, reasons;
 - joint funding by department: monthly amounts of the plans in force during the month;
-- outcomes of the cases closed in the month: SDQ change per informant (same informant
-  before/after only), goal attainment, and the share of cases with active cooperation
-  between the adult and the child units (the Uppsala evaluation's key figure).
+- the share of cases with active cooperation between an adult and a child unit (the Uppsala
+  evaluation's key figure, defined in domain/cooperation.py);
+- outcomes of the cases closed in the month, per instrument and informant: first against
+  latest measurement (`CaseState.outcome_measurements`, compared by domain/outcomes.py), with
+  means, changes, bands and norms; the old free-form `closure.outcomes` is mapped onto
+  measurements (`legacy_measurements`) so older cases still count.
 
-Outcome data shape (`closure.outcomes`, recorded at closing; also read from a case-level
-`outcome_measures` list when the case model has one):
-    {"sdq": [{"child": "Emil", "informant": "mother", "before": 18, "after": 12}, ...]
-            (before/after may be {"total": n, ...}; also accepted: {"mother": {"before": 18,
-            "after": 12}}),
-     "goal_attainment": {"g1": 4, "g2": "achieved"}  (a score, or a goal status)}
+The same dict feeds the page, the document (HTML and tagged PDF, in the municipality's
+language), `GET /api/v1/reports/{yyyy-mm}` and the managers' mail (docs/dashboard.md).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import uuid
 from collections import defaultdict
@@ -41,15 +41,19 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
 
 from activities.funding import funding_lines
+from domain import cooperation
+from domain import outcomes as outcome_rules
+from domain.access import CaseScope
 from domain.stuck import age_text, reason_family
 from models.case import CaseState, DeadlineStatus, Stage
+from models.outcomes import DEFAULT_INSTRUMENTS, Instrument, OutcomeMeasurement
 from models.tables import CaseRow, StaffRow
 from models.tables_reporting import MonthlyReportRow
 
@@ -58,9 +62,9 @@ log = logging.getLogger("onefamily.report")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "dashboard"
 TIMEZONES = {"DK": "Europe/Copenhagen", "SE": "Europe/Stockholm"}
 CURRENCIES = {"DK": "kr.", "SE": "kr"}
-# Departments on the adult side; the coordinator's unit is on the child side.
-ADULT_DEPARTMENTS = ("adult", "job_centre", "jobcenter", "psychiatry")
-CHILD_DEPARTMENTS = ("child", "school", "daycare", "health_visitor", "ppr")
+LANGUAGES = {"DK": "da", "SE": "sv"}
+SDQ_DIFFICULTIES = ("emotional", "conduct", "hyperactivity", "peer")
+SDQ_SUBSCALES = (*SDQ_DIFFICULTIES, "prosocial")
 STAGES = [s.value for s in Stage]
 ACHIEVED = {"achieved", "reached", "met", "yes", "true"}
 
@@ -71,7 +75,7 @@ ACHIEVED = {"achieved", "reached", "met", "yes", "true"}
 def month_bounds(month: str, timezone: str) -> tuple[datetime, datetime]:
     """'2026-11' -> [start, end) in UTC, the month taken in the given time zone."""
     year, mon = (int(x) for x in month.split("-"))
-    if not (1 <= mon <= 12 and 2000 <= year <= 2200):
+    if not (1 <= mon <= 12 and 1900 <= year <= 2999):
         raise ValueError(f"not a month: {month!r}")
     tz = ZoneInfo(timezone)
     start = datetime(year, mon, 1, tzinfo=tz)
@@ -87,7 +91,9 @@ def previous_month(now: datetime) -> str:
 
 def parse_month(text: str) -> str:
     """Validate 'yyyy-mm' (raises ValueError)."""
-    if len(text) != 7 or text[4] != "-":
+    # ASCII digits only (int() takes any); the same pattern the OpenAPI spec declares
+    # (api/openapi.py PARAMETER_PATTERNS["month"]).
+    if not re.fullmatch(r"(19[0-9]{2}|2[0-9]{3})-(0[1-9]|1[0-2])", text):
         raise ValueError(f"not a month (yyyy-mm): {text!r}")
     month_bounds(text, "UTC")
     return text
@@ -140,9 +146,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def sdq_pairs(state: CaseState) -> list[tuple[str, float, float]]:
-    """(informant, before, after) SDQ totals from the closing outcomes (same informant)."""
-    pairs: list[tuple[str, float, float]] = []
+def legacy_measurements(state: CaseState) -> list[OutcomeMeasurement]:
+    """The old free-form closing `outcomes` object mapped onto measurements, so a case closed
+    before the instruments existed still counts: each SDQ entry with a before and an after
+    becomes two SDQ measurements (assessment, closing) carrying the total difficulties (or
+    the subscales, when the entry has them). Goal attainment stays in `goal_scores`."""
     outcomes = (state.closure.outcomes if state.closure else None) or {}
     raw = outcomes.get("sdq") or outcomes.get("SDQ") or []
     entries: list[dict] = []
@@ -152,25 +160,93 @@ def sdq_pairs(state: CaseState) -> list[tuple[str, float, float]]:
                 entries.append({"informant": informant, **value})
     elif isinstance(raw, list):
         entries = [e for e in raw if isinstance(e, dict)]
-    for extra in getattr(state, "outcome_measures", None) or []:  # a future case-level list
-        if isinstance(extra, dict) and str(extra.get("instrument", "")).lower() == "sdq":
-            entries.append(extra)
+    # When: the closing, and the assessment (else the referral) before it; any instant works
+    # for the comparison, which only needs the order.
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    at = getattr(state.closure, "at", None) or getattr(state, "created_at", None) or epoch
+    start = getattr(state, "assessment_completed_at", None) or getattr(state, "created_at", None) or at
+    by = getattr(state.closure, "by", None) or getattr(state, "created_by", None) or "-"
+    out: list[OutcomeMeasurement] = []
     for e in entries:
-        before = _number(e.get("before", e.get("at_assessment", e.get("assessment"))))
-        after = _number(e.get("after", e.get("at_closing", e.get("closing"))))
+        before = e.get("before", e.get("at_assessment", e.get("assessment")))
+        after = e.get("after", e.get("at_closing", e.get("closing")))
         informant = str(e.get("informant") or "unknown")
-        if before is not None and after is not None:
-            pairs.append((informant, before, after))
+        pair = [_legacy_sdq(before), _legacy_sdq(after)]
+        if pair[0] is None or pair[1] is None:
+            continue
+        for (scores, totals), occasion, when in zip(pair, ("assessment", "closing"), (start, at),
+                                                    strict=True):
+            out.append(OutcomeMeasurement(instrument="sdq", informant=informant, occasion=occasion,
+                                          recorded_at=when, recorded_by=by, scores=scores,
+                                          totals=totals))
+    return out
+
+
+def _legacy_sdq(value: Any) -> tuple[dict[str, float], dict[str, float]] | None:
+    """(scores, totals) of one old SDQ value: a number is the total difficulties; a dict may
+    hold the subscales (the total is then their sum) or a total."""
+    if isinstance(value, dict):
+        scores = {k: float(v) for k, v in value.items()
+                  if k in SDQ_SUBSCALES and _number(v) is not None}
+        if all(k in scores for k in SDQ_DIFFICULTIES):
+            return scores, outcome_rules.compute_totals(DEFAULT_INSTRUMENTS["sdq"], scores)
+    number = _number(value)
+    if number is None:
+        return None
+    return {}, {"total_difficulties": number}
+
+
+def sdq_pairs(state: CaseState) -> list[tuple[str, float, float]]:
+    """(informant, before, after) SDQ total difficulties, first and latest measurement of the
+    same informant (the old closing object mapped, and the recorded measurements)."""
+    pairs = []
+    for c in compared(state):
+        before = c.first.totals.get("total_difficulties")
+        after = c.latest.totals.get("total_difficulties")
+        if c.instrument == "sdq" and before is not None and after is not None:
+            pairs.append((c.informant, before, after))
     return pairs
 
 
+def measurements_of(state: CaseState) -> list[OutcomeMeasurement]:
+    """Every outcome measurement of a case: recorded ones, else the old closing object's.
+    A case with recorded SDQ measurements ignores the old object's SDQ (no double count)."""
+    recorded = list(getattr(state, "outcome_measurements", None) or [])
+    has_sdq = {m.informant for m in recorded if m.instrument == "sdq"}
+    legacy = [m for m in legacy_measurements(state) if m.informant not in has_sdq]
+    return recorded + legacy
+
+
+def instruments_of(state: CaseState) -> dict[str, Instrument]:
+    """The case's instruments (its policy's), the standard ones for what that policy lacks."""
+    policy = getattr(state, "policy", None)
+    return {**DEFAULT_INSTRUMENTS, **(getattr(policy, "outcome_instruments", None) or {})}
+
+
+def compared(state: CaseState) -> list[outcome_rules.Comparison]:
+    """First against latest measurement per instrument, informant (and goal), for the pairs
+    that have both (domain/outcomes.py: never across informants)."""
+    return [c for c in outcome_rules.comparisons(instruments_of(state), measurements_of(state))
+            if c.latest is not None]
+
+
 def goal_scores(state: CaseState) -> tuple[list[float], list[bool]]:
-    """(numeric goal attainment scores, achieved flags) of a closed case."""
+    """(numeric goal attainment scores, achieved flags) of a closed case: the latest recorded
+    goal-attainment measurement per goal, the old closing object's, else the last recorded
+    goal progress."""
     outcomes = (state.closure.outcomes if state.closure else None) or {}
     raw = outcomes.get("goal_attainment") or {}
     items: list[Any] = (list(raw.values()) if isinstance(raw, dict)
                         else list(raw) if isinstance(raw, list) else [])
-    scores, achieved = [], []
+    latest: dict[str, float] = {}
+    for m in getattr(state, "outcome_measurements", None) or []:
+        if m.instrument == "goal_attainment" and "attainment" in m.scores:
+            latest[m.goal_id or m.informant] = m.scores["attainment"]
+    if isinstance(raw, dict):  # a score the close mapped onto a measurement counts once
+        items = [v for goal, v in raw.items()
+                 if not (str(goal) in latest and _number(v.get("score") if isinstance(v, dict)
+                                                         else v) is not None)]
+    scores, achieved = list(latest.values()), []
     for value in items:
         if isinstance(value, dict):
             value = value.get("score", value.get("status"))
@@ -187,13 +263,89 @@ def goal_scores(state: CaseState) -> tuple[list[float], list[bool]]:
     return scores, achieved
 
 
-def cooperates(state: CaseState) -> bool:
-    """Active cooperation between the adult and the child units: the core team holds both
-    (the coordinator's unit counts as the child side)."""
-    departments = {m.department.lower() for m in state.team} | {m.discipline.lower() for m in state.team}
-    adult = any(a in d for d in departments for a in ADULT_DEPARTMENTS)
-    child = bool(state.coordinator_id) or any(c in d for d in departments for c in CHILD_DEPARTMENTS)
-    return adult and child
+def cooperates(state: CaseState, start: datetime | None = None, end: datetime | None = None) -> bool:
+    """Active cooperation between an adult and a child unit in [start, end) (domain/cooperation.py
+    has the definition): the active core team, and the departments funding the plans in force."""
+    team = [(m.department, m.discipline) for m in state.team if m.status == "active"]
+    funders = [line.department for line in funding_lines(state)
+               if (end is None or line.valid_from < end)
+               and (start is None or line.valid_until is None or line.valid_until > start)]
+    return cooperation.cooperates(has_coordinator=bool(state.coordinator_id), team=team,
+                                  funding_departments=funders)
+
+
+class OutcomeTable:
+    """Before/after per instrument and informant over the cases of the report."""
+
+    def __init__(self) -> None:
+        # (instrument, informant) -> measure key -> list of (before, after)
+        self.values: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = defaultdict(
+            lambda: defaultdict(list))
+        self.bands: dict[tuple[str, str], dict[str, dict[str, dict[str, int]]]] = defaultdict(
+            lambda: defaultdict(lambda: {"before": defaultdict(int), "after": defaultdict(int)}))
+        self.cases: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.instruments: dict[str, Instrument] = {}
+
+    def add(self, state: CaseState) -> bool:
+        """Adds the case's pairs; True when it had any."""
+        found = False
+        instruments = instruments_of(state)
+        for c in compared(state):
+            instrument = instruments[c.instrument]
+            self.instruments.setdefault(c.instrument, instrument)
+            group = (c.instrument, c.informant)
+            before_values = outcome_rules.values_of(c.first)
+            after_values = outcome_rules.values_of(c.latest)
+            for measure in [*instrument.totals, *instrument.scale_keys]:
+                if measure not in before_values or measure not in after_values:
+                    continue
+                found = True
+                self.values[group][measure].append((before_values[measure], after_values[measure]))
+                for when, band in zip(("before", "after"), c.bands.get(measure, (None, None)),
+                                      strict=True):
+                    if band is not None:
+                        self.bands[group][measure][when][band] += 1
+                self.cases[group].add(state.id)
+        return found
+
+    def rows(self) -> list[dict]:
+        out = []
+        order = {k: i for i, k in enumerate(DEFAULT_INSTRUMENTS)}
+        for (key, informant) in sorted(self.values, key=lambda g: (order.get(g[0], 99), g[0], g[1])):
+            instrument = self.instruments[key]
+            informant_order = {k: i for i, k in enumerate(instrument.informants)}
+            measures = []
+            for measure in [*instrument.totals, *instrument.scale_keys]:
+                pairs = self.values[(key, informant)].get(measure)
+                if not pairs:
+                    continue
+                better = measure in instrument.higher_is_better
+                before = statistics.fmean(b for b, _ in pairs)
+                after = statistics.fmean(a for _, a in pairs)
+                norm = instrument.norms.get(measure)
+                bands = self.bands[(key, informant)].get(measure)
+                measures.append({
+                    "key": measure, "total": measure in instrument.totals, "n": len(pairs),
+                    "mean_before": round(before, 2), "mean_after": round(after, 2),
+                    "mean_change": round(statistics.fmean(a - b for b, a in pairs), 2),
+                    "higher_is_better": better,
+                    "improved": sum(1 for b, a in pairs if (a > b if better else a < b)),
+                    "worsened": sum(1 for b, a in pairs if (a < b if better else a > b)),
+                    "norm": norm,
+                    "before_vs_norm": round(before - norm, 2) if norm is not None else None,
+                    "after_vs_norm": round(after - norm, 2) if norm is not None else None,
+                    "bands_before": dict(sorted(bands["before"].items())) if bands else {},
+                    "bands_after": dict(sorted(bands["after"].items())) if bands else {},
+                })
+            out.append({"instrument": key, "informant": informant,
+                        "informant_rank": informant_order.get(informant, 99),
+                        "cases": len(self.cases[(key, informant)]),
+                        "pairs": max((m["n"] for m in measures), default=0), "measures": measures})
+        out.sort(key=lambda r: (order.get(r["instrument"], 99), r["instrument"], r["informant_rank"],
+                                r["informant"]))
+        for r in out:
+            r.pop("informant_rank")
+        return out
 
 
 # ---------------------------------------------------------------- the report
@@ -214,7 +366,7 @@ def compute_report(states: Iterable[CaseState], month: str, *, timezone: str, no
     esc_reasons: dict[str, int] = defaultdict(int)
     days_to_decision: list[float] = []
     funding: dict[str, dict[str, float]] = defaultdict(lambda: {"total": 0.0, "joint": 0.0, "cases": 0})
-    sdq: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    table = OutcomeTable()
     gas_scores: list[float] = []
     goals_achieved: list[bool] = []
     cooperation = [0, 0]
@@ -269,16 +421,14 @@ def compute_report(states: Iterable[CaseState], month: str, *, timezone: str, no
         was_open = s.created_at < end and (s.closure is None or s.closure.at >= start)
         if was_open and stage not in (None, Stage.referred.value):
             cooperation[1] += 1
-            cooperation[0] += cooperates(s)
+            cooperation[0] += cooperates(s, start, end)
         if s.closure is not None and start <= s.closure.at < end:
             closed += 1
             close_reasons[s.closure.reason.value] += 1
-            pairs = sdq_pairs(s)
+            measured = table.add(s)
             scores, achieved = goal_scores(s)
-            if pairs or scores or achieved:
+            if measured or scores or achieved:
                 closed_with_outcomes += 1
-            for informant, before, after in pairs:
-                sdq[informant].append((before, after))
             gas_scores += scores
             goals_achieved += achieved
 
@@ -290,18 +440,18 @@ def compute_report(states: Iterable[CaseState], month: str, *, timezone: str, no
     total_on_time = sum(r["on_time"] for r in deadline_rows)
     funding_rows = [{"department": d, "total": round(v["total"], 2), "joint": round(v["joint"], 2),
                      "cases": int(v["cases"])} for d, v in sorted(funding.items())]
-    sdq_rows = []
-    for informant, values in sorted(sdq.items()):
-        before = [b for b, _ in values]
-        after = [a for _, a in values]
-        sdq_rows.append({"informant": informant, "n": len(values),
-                         "mean_before": round(statistics.fmean(before), 1),
-                         "mean_after": round(statistics.fmean(after), 1),
-                         "mean_change": round(statistics.fmean(a - b for b, a in values), 1),
-                         "improved": sum(1 for b, a in values if a < b)})
+    instrument_rows = table.rows()
+    # The SDQ total difficulties per informant, as the report showed them before instruments
+    # (kept for readers of the JSON): the same numbers as `instruments`.
+    sdq_rows = [{"informant": r["informant"], "n": m["n"], "mean_before": m["mean_before"],
+                 "mean_after": m["mean_after"], "mean_change": m["mean_change"],
+                 "improved": m["improved"]}
+                for r in instrument_rows if r["instrument"] == "sdq"
+                for m in r["measures"] if m["key"] == "total_difficulties"]
     return {
         "month": month,
         "country": country,
+        "language": LANGUAGES.get(country, "en"),
         "timezone": timezone,
         "currency": CURRENCIES.get(country, ""),
         "from": start.isoformat(),
@@ -326,7 +476,10 @@ def compute_report(states: Iterable[CaseState], month: str, *, timezone: str, no
         "funding": {"items": funding_rows, "total": round(sum(r["total"] for r in funding_rows), 2),
                     "joint": round(sum(r["joint"] for r in funding_rows), 2)},
         "outcomes": {
+            # Whose outcomes: the cases closed in the month, first against latest measurement.
+            "population": "closed_in_month",
             "closed_with_outcomes": closed_with_outcomes,
+            "instruments": instrument_rows,
             "sdq": sdq_rows,
             "goal_attainment": {
                 "scores": len(gas_scores),
@@ -396,7 +549,23 @@ def make_env(timezone: str = "Europe/Copenhagen") -> Environment:
     def stage(value: Any) -> str:
         return str(value).replace("_", " ")
 
-    env.filters.update(dt=dt, d=d, age=age, money=money, pct=pct, who=who, stage=stage,
+    @pass_context
+    def dec(ctx: Any, value: Any, signed: bool = False) -> str:
+        """A figure with at most two decimals, none when whole (18, 7.8, -0.25), with the
+        decimal comma in Danish and Swedish; "—" for nothing."""
+        if value is None or value == "":
+            return "—"
+        try:
+            number = round(float(value), 2)
+        except (TypeError, ValueError):
+            return str(value)
+        text = f"{number:+.2f}" if signed else f"{number:.2f}"
+        text = text.rstrip("0").rstrip(".") if "." in text else text
+        if text in ("+0", "-0"):
+            text = "0"
+        return text.replace(".", ",") if ctx.get("lang") in ("da", "sv") else text
+
+    env.filters.update(dt=dt, d=d, age=age, money=money, pct=pct, who=who, stage=stage, dec=dec,
                        family=reason_family, num=lambda v: "—" if v is None else v)
     env.globals["timezone"] = timezone
     return env
@@ -404,12 +573,20 @@ def make_env(timezone: str = "Europe/Copenhagen") -> Environment:
 
 @lru_cache(maxsize=4)
 def _env(timezone: str) -> Environment:
-    return make_env(timezone)
+    from api.pages import i18n  # the pages' catalogues (templates/pages/i18n): pure, no app
+
+    env = make_env(timezone)
+    i18n.install(env)
+    return env
 
 
-def render_report_html(data: dict) -> str:
-    return _env(data.get("timezone") or "Europe/Copenhagen").get_template(
-        "report_document.html.j2").render(r=data)
+def render_report_html(data: dict, language: str | None = None) -> str:
+    """The report document in `language`, by default the municipality's (DK Danish, SE
+    Swedish): the document the coordination group files and the PDF is made of."""
+    lang = language or data.get("language") or LANGUAGES.get(str(data.get("country")), "en")
+    timezone = data.get("timezone") or "Europe/Copenhagen"
+    return _env(timezone).get_template("report_document.html.j2").render(
+        r=data, lang=lang, timezone=timezone)
 
 
 def html_to_pdf(html: str) -> bytes | None:
@@ -428,22 +605,50 @@ def html_to_pdf(html: str) -> bytes | None:
 # ---------------------------------------------------------------- reading and storing
 
 
-def load_states(session: Session, until: datetime | None = None) -> Iterator[CaseState]:
-    """Every case registered before `until`, streamed (10,000 cases never sit in memory)."""
+def timezone_of(country: str) -> str:
+    """The municipality's time zone: its policy's, else the country's capital's."""
+    try:
+        from domain.policy import current_policy
+
+        return current_policy(country.upper()).timezone
+    except Exception:  # noqa: BLE001 - unknown country: the table
+        return TIMEZONES.get(country.upper(), "Europe/Copenhagen")
+
+
+def scope_label(scope: CaseScope | None) -> dict:
+    """Whose figures these are: the municipality's, or some units' (a manager's)."""
+    if scope is None or scope.everything:
+        return {"kind": "municipality", "units": []}
+    return {"kind": "units", "units": sorted(scope.units)}
+
+
+def load_states(session: Session, until: datetime | None = None,
+                scope: CaseScope | None = None) -> Iterator[CaseState]:
+    """Every case registered before `until` (within `scope`, the access policy's report scope,
+    as SQL by api/scope.py), streamed (10,000 cases never sit in memory)."""
     query = select(CaseRow.__table__.c.document).execution_options(yield_per=200)
     if until is not None:
         query = query.where(CaseRow.__table__.c.created_at < until)
+    if scope is not None and not scope.everything:
+        from api.scope import scope_clause  # the one SQL form of domain.access.in_scope
+
+        query = query.where(scope_clause(scope))
     for doc in session.execute(query).scalars():
         yield CaseState.model_validate(doc)
 
 
-def build_report(engine: Engine, month: str, country: str, now: datetime | None = None) -> dict:
+def build_report(engine: Engine, month: str, country: str, now: datetime | None = None,
+                 scope: CaseScope | None = None) -> dict:
+    """The month's figures over every case, or over the cases of `scope` (a manager's unit).
+    The one function behind the page, the document, the PDF, the JSON and the mail."""
     now = now or datetime.now(UTC)
-    timezone = TIMEZONES.get(country.upper(), "Europe/Copenhagen")
+    timezone = timezone_of(country)
     _, end = month_bounds(month, timezone)
     with Session(engine) as session:
-        return compute_report(load_states(session, until=end), month, timezone=timezone, now=now,
-                              country=country.upper())
+        data = compute_report(load_states(session, until=end, scope=scope), month,
+                              timezone=timezone, now=now, country=country.upper())
+    data["scope"] = scope_label(scope)
+    return data
 
 
 def store_report(engine: Engine, data: dict, generated_by: str, with_pdf: bool = True) -> MonthlyReportRow:
@@ -504,17 +709,42 @@ def notify_in_app(engine: Engine, *, key: str, case_id: str, recipient_id: str, 
 
 
 def managers(session: Session) -> list[StaffRow]:
-    rows = session.execute(select(StaffRow)).scalars().all()
-    return [r for r in rows if r.active and ({"manager", "admin"} & set(r.roles or []))]
+    """Who hears of the report: every active manager (the managers of each unit)."""
+    rows = session.execute(select(StaffRow).order_by(StaffRow.id)).scalars().all()
+    return [r for r in rows if r.active and "manager" in (r.roles or [])]
+
+
+def mail_figures(data: dict) -> dict:
+    """The few figures a manager's mail carries: counts and shares only. Never an outcome
+    mean (with one closed case it would be that child's scores), never a name or an id."""
+    cases = data["cases"]
+    return {
+        "open_at_end": cases["open_at_end"], "new_referrals": cases["new_referrals"],
+        "closed": cases["closed"], "deadlines_due": data["deadlines"]["due"],
+        "deadlines_share_met": data["deadlines"]["share_met"],
+        "escalations_new": data["escalations"]["new"],
+        "cooperation_share": data["outcomes"]["cooperation"]["share"],
+        "cooperation_cases": data["outcomes"]["cooperation"]["cases"],
+    }
+
+
+def report_notification_key(month: str, manager_id: str) -> str:
+    """One mail per (month, manager), ever: a re-run of the month finds the key and stops."""
+    return f"monthly_report:{month}:{manager_id}"
 
 
 # ---------------------------------------------------------------- activities
 
 
 class ReportActivities:
-    def __init__(self, engine: Engine, country: str = "DK") -> None:
+    """`notifications`: the notification service (activities/notifications.py) that records
+    and sends each manager's mail exactly once per key; without it (older wiring) the mail
+    waits in the in-app outbox only."""
+
+    def __init__(self, engine: Engine, country: str = "DK", notifications: Any = None) -> None:
         self.engine = engine
         self.country = country
+        self.notifications = notifications
 
     @activity.defn(name="build_monthly_report")
     def build_monthly_report(self, month: str) -> dict:
@@ -523,19 +753,58 @@ class ReportActivities:
         return {"month": row.month, "pdf": row.pdf is not None,
                 "open_cases": row.data["cases"]["open_at_end"]}
 
-    @activity.defn(name="send_monthly_report")
-    def send_monthly_report(self, month: str) -> int:
-        """Tell every manager the report is ready: an in-app notification per manager in the
-        notification outbox (when it exists); idempotent by (month, manager)."""
+    def manager_requests(self, month: str) -> list:
+        """One mail per active manager, with the figures of what that manager may read
+        (domain.access.report_scope: the unit's; everything for a manager who is admin too),
+        in the manager's language (else the municipality's), a link to the report page."""
+        from domain.access import report_scope
+        from models.case import Actor
+        from models.messaging import NotificationRequest, Recipient, RecipientRole
+
         with Session(self.engine) as session:
             people = managers(session)
-        sent = 0
+        base = str(getattr(self.notifications, "public_url", None) or "").rstrip("/")
+        by_scope: dict[CaseScope, dict] = {}
+        requests = []
         for person in people:
-            nid = notify_in_app(
-                self.engine, key=f"monthly_report:{month}:{person.id}", case_id="-",
-                recipient_id=person.id, recipient_role="manager", purpose="monthly_report",
-                subject=f"Monthly report {month}",
-                body=f"The coordination group's report for {month} is ready: /reports/{month}",
-            )
-            sent += nid is not None
-        return sent
+            scope = report_scope(Actor(id=person.id, roles=list(person.roles or []), unit=person.unit))
+            if scope not in by_scope:
+                by_scope[scope] = build_report(self.engine, month, self.country, scope=scope)
+            data = by_scope[scope]
+            language = person.language if person.language in ("da", "sv", "en") else None
+            requests.append(NotificationRequest(
+                key=report_notification_key(month, person.id), case_id=f"report-{month}",
+                purpose="monthly_report",
+                recipient=Recipient(role=RecipientRole.manager, id=person.id, language=language),
+                template="monthly_report_ready", language=language,
+                context={"month": month, "report_url": f"{base}/reports/{month}",
+                         "units": data["scope"]["units"], "figures": mail_figures(data)},
+            ))
+        return requests
+
+    @activity.defn(name="send_monthly_report")
+    def send_monthly_report(self, month: str) -> int:
+        """Mail every manager that the report is made (through the notification outbox:
+        recorded first, sent once per key, e-mail when SMTP is configured and the manager has
+        an address, else in-app). A retry or a re-run of the month sends nothing twice.
+        Returns how many managers have it."""
+        parse_month(month)
+        done = 0
+        failed: list[Exception] = []
+        for req in self.manager_requests(month):
+            if self.notifications is not None:
+                try:  # one manager's mailbox failing does not hold back the others' mail
+                    result = self.notifications.send(req)
+                except Exception as error:  # noqa: BLE001 - raised below, after the others
+                    failed.append(error)
+                    continue
+                done += result.status.value == "sent"
+            else:
+                done += notify_in_app(
+                    self.engine, key=req.key, case_id=req.case_id, recipient_id=req.recipient.id,
+                    recipient_role="manager", purpose=req.purpose,
+                    subject=f"Monthly report {month}",
+                    body=f"The report for {month} is ready: /reports/{month}") is not None
+        if failed:
+            raise failed[0]  # Temporal retries; the mails already sent are not sent again
+        return done

@@ -106,6 +106,7 @@ ROUTES: tuple[Rule, ...] = (
     Rule("POST", "/api/v1/committee/items/{item}/decision", "command committee decision"),
     Rule("GET", "/api/v1/dashboard/stuck", "list stuck cases"),
     Rule("GET", "/api/v1/dashboard/caseload", "read caseload"),
+    Rule("GET", "/api/v1/reports/{month}", "read report"),
     Rule("GET", "/api/v1/staff", "list staff"),
     Rule("POST", "/api/v1/staff", "command register staff"),
     Rule("POST", "/api/v1/staff/{staff}/password", "command set password"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query
@@ -13,8 +14,8 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from activities.projection import open_case_ids_for_person
 from api import examples
+from api.backlog import note_created, refuse_when_over
 from api.deps import (
     Caller,
     get_caller,
@@ -24,6 +25,7 @@ from api.deps import (
     get_settings_dep,
     lookup_staff,
 )
+from api.duplicates import claim_persons, release_persons, tell_each_other
 from api.gateway import live_state, project, send, start_case, utcnow, workflow_id
 from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
@@ -49,6 +51,7 @@ from models.case import (
     CaseState,
     CastVote,
     CloseCase,
+    CompleteAssessment,
     ExtendAssessment,
     FamilyResponse,
     FormTeam,
@@ -63,6 +66,7 @@ from models.case import (
     Triage,
 )
 from models.commands import CaseWorkflowInput, CommandInput
+from models.outcomes import RecordOutcomes
 from models.tables import CaseRow
 from settings import Settings
 from workflows.case import FamilyCaseWorkflow
@@ -161,31 +165,42 @@ async def register_referral(
     key = cmd.idempotency_key
     # Scoped to the caller: another caller's replay of the key names another (new) case.
     case_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{actor.id}\n{key}") if key else uuid.uuid4())
-    duplicates = sorted(
-        {cid for m in body.family.members
-         for cid in open_case_ids_for_person(cmd.session, m.name, m.birth_date) if cid != case_id}
-    )
     if key and cmd.session.get(CaseRow, case_id) is not None:  # the same caller retried
         return await _read(cmd, actor, case_id)
+    # Back-pressure (api/backlog.py): creation must not run away from the case workers.
+    await refuse_when_over(cmd.client, cmd.settings.start_backlog_limit,
+                           timedelta(seconds=cmd.settings.not_started_seconds))
+    # This case's persons are claimed (committed) before others are looked for, so two
+    # registrations at the same time cannot both miss each other (api/duplicates.py).
+    duplicates = await asyncio.to_thread(claim_persons, cmd.engine, case_id, body, key is not None)
     policy = latest_policy(cmd.session, cmd.settings.country)
     now = utcnow()
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
                             possible_duplicates=duplicates, created_at=now)
     cmd.session.close()
     # Within the command deadline, or a 503 saying whether the case may exist (api/gateway.py).
-    await start_case(
-        cmd.client,
-        FamilyCaseWorkflow.run,
-        inp,
-        timeout=cmd.settings.command_timeout,
-        keyed=key is not None,
-        id=workflow_id(case_id),
-        task_queue=cmd.settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [SearchAttributePair(search.STAGE, Stage.referred.value)]
-        ),
-    )
+    try:
+        await start_case(
+            cmd.client,
+            FamilyCaseWorkflow.run,
+            inp,
+            timeout=cmd.settings.command_timeout,
+            keyed=key is not None,
+            id=workflow_id(case_id),
+            task_queue=cmd.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(search.STAGE, Stage.referred.value)]
+            ),
+        )
+    except HTTPException:
+        # A case that does exist after all gets its rows back from its first projection.
+        await asyncio.to_thread(release_persons, cmd.engine, case_id)
+        raise
+    note_created(cmd.client)
+    # Registrations of the same person that claimed meanwhile, and those found, are told.
+    await tell_each_other(cmd.client, cmd.engine, case_id, body, duplicates, actor,
+                          cmd.settings.command_timeout)
     # The workflow builds the same state from the same input (new_case is pure), so the answer
     # need not wait for the workflow's first task.
     state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)
@@ -291,9 +306,24 @@ async def put_assessment(
 
 
 @router.post("/{case_id}/assessment/complete")
-async def complete_assessment(case_id: str, cmd: Cmd) -> dict:
+async def complete_assessment(
+    case_id: str, cmd: Cmd, body: Annotated[CompleteAssessment | None, Body()] = None,
+) -> dict:
+    """Finish the assessment (renders the report); optionally with the outcome instruments
+    filled in at the assessment (`measurements`, see POST .../outcomes)."""
     actor = cmd.caller.require()
-    return await cmd.run(case_id, "complete_assessment", CommandInput(actor=actor))
+    data = _body(body) if body is not None and body.measurements else None
+    return await cmd.run(case_id, "complete_assessment", CommandInput(actor=actor, body=data))
+
+
+@router.post("/{case_id}/outcomes")
+async def record_outcomes(case_id: str, body: RecordOutcomes, cmd: Cmd) -> dict:
+    """Record outcome measures (SDQ, family climate, ASI extract, goal attainment; the
+    instruments are the case's policy data) outside a meeting: occasion `assessment` until the
+    plan is active, then `status_meeting`. Totals are computed, never sent. A score out of
+    range, an unknown instrument, informant or scale: 422 with a sentence, nothing applied."""
+    actor = cmd.caller.require()
+    return await cmd.run(case_id, "record_outcomes", CommandInput(actor=actor, body=_body(body)))
 
 
 @router.put("/{case_id}/plan")

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from fastapi import HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where: 'body', 'query' or 'path', then the field.")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API, whatever its status (DESIGN §5): one readable sentence.
+    Only a 422 for a request that does not fit the schema adds `errors[]`, one per field."""
+
+    detail: str = Field(description="What went wrong, in a sentence a coordinator understands.")
+    errors: list[FieldError] | None = Field(None, description="422 only: the fields at fault.")
+
 
 STATUS_BY_KIND = {"forbidden": 403, "conflict": 409, "invalid": 422, "not_found": 404}
 
@@ -76,13 +94,64 @@ def _where(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-async def validation_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
+NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
+def _json_type(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     readable = "; ".join(f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errors[:10])
+    detail = f"The request is not valid: {readable.rstrip('.')}."
+    if not _json_type(request) and any(
+            tuple(e.get("loc", ())) == ("body",) and e.get("type") in NOT_AN_OBJECT for e in errors):
+        # A form or plain text where a JSON object belongs: say what to send instead.
+        detail = "The request body must be a JSON object, sent with Content-Type: application/json."
+    elif any(e.get("type") == "json_invalid" for e in errors):
+        detail = f"The request body is not valid JSON (at character {errors[0]['loc'][-1]})."
     return JSONResponse(
         status_code=422,
         content={
-            "detail": f"The request is not valid: {readable}",
+            "detail": detail,
             "errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors],
         },
     )
+
+
+# FastAPI answers 400 when it cannot even read a body (its JSON reader raises something other
+# than a JSONDecodeError): bytes that are not UTF-8, JSON nested too deeply to parse. The
+# contract says 422 for a malformed body, whatever the reason it is malformed.
+FASTAPI_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return ("The request body is not valid text: JSON must be encoded as UTF-8 "
+                f"(byte {cause.start} is not).")
+    if isinstance(cause, RecursionError):
+        return "The request body is nested too deeply to be read as JSON."
+    return "The request body could not be read as JSON."
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path. Starlette's own 405 names only the methods
+    of the first route that matched the path, and GET and POST of one path are two routes."""
+    methods = []
+    for method in ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            methods.append(method)
+    return ", ".join(methods)
+
+
+async def http_error_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == FASTAPI_UNREADABLE_BODY:
+        return JSONResponse(status_code=422, content={"detail": _unreadable(exc.__cause__)})
+    if exc.status_code == 405:
+        allow = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        return JSONResponse(status_code=405, headers={"Allow": allow}, content={
+            "detail": f"This address does not take {request.method}; it takes {allow}."})
+    return await http_exception_handler(request, exc)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import datetime
+from email.utils import formataddr
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Header, HTTPException, Request
@@ -196,7 +197,9 @@ async def family_command(request: Request, name: str, body: dict | None,
     return await asyncio.to_thread(build_view, engine, state, actor.member_id)
 
 
-IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+# The header is `Idempotency-Key` (DESIGN §5); a parameter named `key` alone would read a
+# header called "key", and every key a client sent would be ignored.
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 def _dump(model) -> dict:
@@ -262,6 +265,16 @@ def get_family_document(doc_id: str, request: Request, format: Literal["html", "
         return HTMLResponse(row.html, headers=headers)
 
 
+def _organizer(engine: Engine, staff_id: str | None) -> str:
+    """The ORGANIZER of the calendar file: the case's coordinator, as in the invitation."""
+    if staff_id:
+        with Session(engine) as session:
+            row = session.get(StaffRow, staff_id)
+        if row is not None and row.email:
+            return formataddr((row.name or "", row.email))
+    return ORGANIZER
+
+
 @router.get("/meetings/{ref}.ics", responses={**ERRORS, 200: {"content": {"text/calendar": {}}}})
 async def get_meeting_calendar(ref: str, request: Request) -> Response:
     """A coming meeting (`assessment`, or a status meeting's number) as a calendar file: the
@@ -274,7 +287,8 @@ async def get_meeting_calendar(ref: str, request: Request) -> Response:
     me = next((m for m in state.family.members if m.id == actor.member_id), None)
     attendee = (Recipient(role=RecipientRole.family, id=actor.id, name=me.name, email=me.email)
                 if me is not None and me.email else None)
-    text = build_ics(invite, ORGANIZER, attendee, utcnow())
+    organizer = await asyncio.to_thread(_organizer, request.app.state.engine, invite.organizer_id)
+    text = build_ics(invite, organizer, attendee, utcnow())
     return Response(text, media_type="text/calendar; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="meeting-{ref[:20]}.ics"',
                              "Cache-Control": "private, no-store"})

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.text import mark_edge
 from settings import Settings
 
 access_log = logging.getLogger("onefamily.access")
@@ -132,6 +133,7 @@ class HardeningMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        mark_edge()  # a caller's input: the whole text rule applies (models/text.py)
         started = time.perf_counter()
         path = scope.get("path", "")
         status: int | None = None

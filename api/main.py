@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import logjson
 from api import (
@@ -32,13 +33,15 @@ from api import (
     oidc,
     pages,
     policy,
+    reports,
     staff,
 )
 from api.audit import AuditMiddleware
 from api.auth import AuthMiddleware, log_mode
 from api.credentials import bootstrap_admin_password
-from api.errors import validation_handler
+from api.errors import http_error_handler, validation_handler
 from api.hardening import HardeningMiddleware
+from api.openapi import install as install_openapi
 from api.unavailable import DatabaseUnavailableMiddleware
 from models.db import get_engine, init_read_model, migrate, private_data_dir
 from settings import Settings, get_settings
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # Swagger UI loads from a CDN: not under our CSP
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # unreadable body: 422
     # Starlette runs the middleware added last first: hardening -> database down (503) -> auth ->
     # metrics -> audit -> the app.
     app.add_middleware(AuditMiddleware)
@@ -109,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    codec.router, pages.router, metrics.router, documents.router,
                    notifications.router, consents.router):
         app.include_router(router)
+    app.include_router(reports.router)  # GET /api/v1/reports/{yyyy-mm}
     app.include_router(family_auth.api_router)  # invitations (staff)
     app.include_router(family_auth.router)  # the family's sign-in: /family/welcome, /login, /oidc
     app.include_router(family.router)  # /api/v1/family/*
@@ -146,9 +151,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workers = await worker_readiness(client, settings_.task_queue,
                                              settings_.document_task_queue)
         ok = all(checks.values()) and workers["workers"]
-        return JSONResponse({"status": "ready" if ok else "not ready", **checks, **workers},
-                            status_code=200 if ok else 503)
+        detail: dict = {}
+        if checks["temporal"]:
+            # Detail, not a verdict: cases waiting for their first run (api/backlog.py). A busy
+            # engine still answers commands; POST /cases refuses past the limit itself.
+            from datetime import timedelta
 
+            from api.backlog import start_backlog
+
+            settings_ = request.app.state.settings
+            after = timedelta(seconds=settings_.not_started_seconds)
+            figures = await start_backlog(client, after)
+            detail["start_backlog"] = figures.as_dict(settings_.start_backlog_limit, after)
+        return JSONResponse({"status": "ready" if ok else "not ready", **checks, **workers,
+                             **detail}, status_code=200 if ok else 503)
+
+    install_openapi(app, settings)  # every error status, the real error schema (api/openapi.py)
     return app
 
 

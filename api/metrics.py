@@ -7,6 +7,10 @@ so every API process answers the same figures:
 - onefamily_stuck_cases{reason}                cases per stuck reason (business + technical)
 - onefamily_notifications{channel,status}      the notification outbox, when it exists
 - onefamily_committee_queue                    committee items waiting for a decision
+- onefamily_start_backlog                      cases created whose workflow has not run yet
+- onefamily_workflows_not_started              ... of them, created longer ago than
+                                               ONEFAMILY_NOT_STARTED_SECONDS (60)
+  (both from Temporal visibility, api/backlog.py; absent when visibility does not answer)
 The command latency histogram `onefamily_command_seconds{command,outcome}` is observed in
 this process by `CommandLatencyMiddleware` (POST/PUT/DELETE under /api/v1/cases and
 /api/v1/committee), or by calling `observe_command()` directly.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -25,7 +30,7 @@ from sqlalchemy import func, inspect, select, true
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from api import dashboard, watch
+from api import backlog, dashboard, watch
 from models.case import Stage
 from models.tables import CaseRow, CommitteeItemRow
 from models.tables_reporting import CaseWatchRow
@@ -141,9 +146,25 @@ class ReadModelCollector:
                                 value=queue)
 
 
-def render_metrics(engine: Engine) -> bytes:
+class BacklogCollector:
+    def __init__(self, figures: backlog.Backlog | None) -> None:
+        self.figures = figures
+
+    def collect(self):
+        if self.figures is None or not self.figures.known:
+            return
+        yield GaugeMetricFamily("onefamily_start_backlog",
+                                "Cases created whose workflow no case worker has run yet.",
+                                value=self.figures.waiting)
+        yield GaugeMetricFamily("onefamily_workflows_not_started",
+                                "Cases whose workflow has not run a minute (ONEFAMILY_NOT_STARTED"
+                                "_SECONDS) after creation.", value=self.figures.over_limit_age)
+
+
+def render_metrics(engine: Engine, figures: backlog.Backlog | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReadModelCollector(engine))
+    registry.register(BacklogCollector(figures))
     registry.register(COMMAND_SECONDS)
     return generate_latest(registry)
 
@@ -152,5 +173,10 @@ def render_metrics(engine: Engine) -> bytes:
 async def metrics(request: Request) -> Response:
     engine = request.app.state.engine
     await asyncio.to_thread(watch.catch_up, engine)
-    body = await asyncio.to_thread(render_metrics, engine)
+    client = getattr(request.app.state, "temporal", None)
+    figures = None
+    if client is not None:
+        after = timedelta(seconds=request.app.state.settings.not_started_seconds)
+        figures = await backlog.start_backlog(client, after)
+    body = await asyncio.to_thread(render_metrics, engine, figures)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

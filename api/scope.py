@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -39,7 +40,9 @@ def facts_from_row(row: CaseRow, session: Session, now: datetime | None = None) 
 
 def load_facts(session: Session, case_id: str) -> CaseFacts | None:
     """The case's facts from the read model; None for an unknown case."""
-    row = session.get(CaseRow, case_id)
+    # The sealed document (decrypt + parse of the whole case) is loaded only when an ended
+    # consent needs it (uncovered_of_row): every command asks for the facts (issue 13, speed).
+    row = session.get(CaseRow, case_id, options=[defer(CaseRow.document)])
     return facts_from_row(row, session) if row is not None else None
 
 

@@ -46,8 +46,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.funding import funding_lines
+from api import backlog
 from domain import stuck
 from domain.policy import POLICIES
+from models import search
 from models.case import CaseState, Stage
 from models.tables import CaseRow
 from models.tables_reporting import (
@@ -100,7 +102,12 @@ def utcnow() -> datetime:
 
 
 def stuck_policy() -> stuck.StuckPolicy:
-    return stuck.DEFAULT_POLICY
+    from settings import get_settings
+
+    after = get_settings().not_started_seconds  # ONEFAMILY_NOT_STARTED_SECONDS (api/backlog.py)
+    if after == stuck.DEFAULT_POLICY.workflow_not_started_seconds:
+        return stuck.DEFAULT_POLICY
+    return stuck.DEFAULT_POLICY.model_copy(update={"workflow_not_started_seconds": after})
 
 
 # ---------------------------------------------------------------- the index
@@ -394,6 +401,10 @@ async def workflow_facts(client: Client, workflow_id: str,
         status=status, pending_activities=pending, workflow_task_attempt=attempt,
         workflow_task_since=since, workflow_task_failure=failure,
         close_time=desc.close_time,
+        # The first workflow task upserts the search attributes (api/backlog.py): without
+        # them no worker has run the case yet.
+        first_task_done=desc.typed_search_attributes.get(search.OVERDUE) is not None,
+        started_at=desc.start_time,
     )
 
 
@@ -494,6 +505,9 @@ async def technical_sweep(client: Client, engine: Engine, *, batch: int = 200, c
     now = utcnow()
     policy = stuck_policy()
     extra = await _recently_closed(client, closed_since) if closed_since else set()
+    # Cases whose workflow no worker has run for a while (visibility): checked at once.
+    extra |= set(await backlog.not_started_ids(
+        client, now, timedelta(seconds=policy.workflow_not_started_seconds)))
     ids = await asyncio.to_thread(_candidates, engine, batch, extra)
     sem = asyncio.Semaphore(concurrency)
     results: dict[str, list[stuck.Reason]] = {}

@@ -8,10 +8,13 @@ cores, so absolute numbers move with the box: compare the ratios.
 
 Phases (each waits for the read model to settle first, so leftover projection work of one
 phase does not slow the next):
-  1. bare `start_workflow` x N at concurrency C              -> starts/s
-  2. `POST /api/v1/cases` x N at concurrency C               -> cases/s
-  3. bare `execute_update`, sequential                       -> p50/p95
-  4. a few cases driven through the lifecycle one command at a time -> per-command p50/p95
+  1. bare `start_workflow` x N at concurrency C              -> starts/s, and running/s
+  2. `POST /api/v1/cases` x N at concurrency C               -> cases/s, and running/s
+     ("running": the workflow's first workflow task completed, from its history; issue 13
+     counts a case as created only then, not when the API answered)
+  3. bare `execute_update`, sequential                       -> p50/p95, history bytes/update
+  4. a few cases driven through the lifecycle one command at a time -> per-command p50/p95,
+     history bytes per command
   5. the N cases driven through the lifecycle, C cases at a time    -> per-command p50/p95
   6. bare `execute_update` at concurrency C (same count as 5)       -> p50/p95
   7. 20 concurrent commands to ONE case                      -> all 200?
@@ -39,6 +42,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
@@ -141,7 +145,19 @@ class Results:
     create_wall: float = 0.0
     create_lat: list[float] = field(default_factory=list)
     create_seq_lat: list[float] = field(default_factory=list)
+    # "created" = the workflow RUNS: N / (last first-workflow-task-completed - phase start)
+    bare_run_wall: float = 0.0
+    create_run_wall: float = 0.0
+    # history bytes (sum of the events' protobuf sizes) after the first workflow task, per
+    # command / per bare update; and the bytes of the start itself
+    hist_case_per_command: float = math.nan
+    hist_case_events_per_command: float = math.nan
+    hist_case_start: float = math.nan
+    hist_bare_per_update: float = math.nan
+    hist_bare_start: float = math.nan
     bare_seq: list[float] = field(default_factory=list)
+    # one bare update right after each API command of phase 4: the same load for both
+    bare_interleaved: list[float] = field(default_factory=list)
     bare_conc: list[float] = field(default_factory=list)
     bare_conc_wall: float = 0.0
     api_seq: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -188,7 +204,8 @@ class Api:
         return case["id"], took
 
     async def lifecycle(self, case_id: str, coordinator: str,
-                        record: dict[str, list[float]] | None) -> None:
+                        record: dict[str, list[float]] | None,
+                        between: Callable[[], Awaitable[None]] | None = None) -> None:
         """Drive one case from `referred` to `closed`, one command after the other."""
         now = datetime.now(UTC)
         c = f"/cases/{case_id}"
@@ -230,6 +247,8 @@ class Api:
                 raise CommandFailed(name)
             if record is not None:
                 record[name].append(took)
+            if between is not None:
+                await between()
 
     async def settle(self, timeout: float = 60) -> None:
         """Wait until the read model has every case at its newest version: the worker's
@@ -315,13 +334,17 @@ async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> N
             # 1. bare starts: N at a time is over in a blink, so take the median of a few rounds
             async def one_start(prefix: str, i: int) -> None:
                 results.bare_start_lat.append(await start_bare(prefix, i))
-            walls = []
+            walls, run_walls = [], []
             for rnd in range(BARE_START_ROUNDS):
                 prefix = "bare" if rnd == 0 else f"bare{rnd}"  # phases 3 and 6 use "bare-{i}"
+                t_phase = datetime.now(UTC)
                 walls.append(await bounded(
                     concurrency, [lambda p=prefix, i=i: one_start(p, i) for i in range(n)]))
                 await asyncio.sleep(1)  # the worker runs the first workflow tasks
+                run_walls.append(await running_wall(client, [f"{prefix}-{i}" for i in range(n)],
+                                                    t_phase))
             results.bare_start_wall = statistics.median(walls)
+            results.bare_run_wall = statistics.median(run_walls)
 
             # bare update-with-start: what POST /cases does, minus OneFamily (context only)
             async def one_uws(i: int) -> None:
@@ -341,7 +364,10 @@ async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> N
                 cid, took = await api.create_case()
                 case_ids.append(cid)
                 results.create_lat.append(took)
+            t_phase = datetime.now(UTC)
             results.create_wall = await bounded(concurrency, [one_create] * n)
+            results.create_run_wall = await running_wall(
+                client, [f"case-{cid}" for cid in case_ids], t_phase)
             await api.settle()
 
             # 3. bare execute_update, sequential
@@ -355,16 +381,37 @@ async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> N
                 results.bare_seq.append(time.perf_counter() - t0)
             await asyncio.sleep(0.5)
             results.cpu_bare_seq = cpu_per_op(cpu0, cpu_seconds(pids), SEQUENTIAL_UPDATES)
+            # Each of bare-0..bare-(n-1) has had SEQUENTIAL_UPDATES / n updates by now.
+            sizes = [await history_bytes(client, f"bare-{i}") for i in range(min(n, 10))]
+            per_wf = SEQUENTIAL_UPDATES // n + (1 if SEQUENTIAL_UPDATES % n else 0)
+            results.hist_bare_start = statistics.mean(s[0] for s in sizes)
+            results.hist_bare_per_update = statistics.mean(s[1] for s in sizes) / per_wf
 
             # 4. the lifecycle one command at a time
             cpu0 = cpu_seconds(pids)
+            seq_ids = []
+            bare_k = iter(range(10**6))
+
+            async def bare_between() -> None:
+                # The machine is shared: its load drifts between phases. A bare update after
+                # each command sees the same load as the command (the headline ratio).
+                handle = client.get_workflow_handle(f"bare-{next(bare_k) % n}")
+                t0 = time.perf_counter()
+                await handle.execute_update(CounterWorkflow.increment)
+                results.bare_interleaved.append(time.perf_counter() - t0)
+
             for _ in range(SEQUENTIAL_CASES):
                 cid, took = await api.create_case()
+                seq_ids.append(cid)
                 results.create_seq_lat.append(took)
-                await api.lifecycle(cid, coordinator(), results.api_seq)
+                await api.lifecycle(cid, coordinator(), results.api_seq, bare_between)
             await api.settle()  # the projections of the last commands are part of the cost
             results.cpu_api_seq = cpu_per_op(cpu0, cpu_seconds(pids),
                                              SEQUENTIAL_CASES * (len(COMMANDS) + 1))
+            sizes = [await history_bytes(client, f"case-{cid}") for cid in seq_ids]
+            results.hist_case_start = statistics.mean(s[0] for s in sizes)
+            results.hist_case_per_command = statistics.mean(s[1] for s in sizes) / len(COMMANDS)
+            results.hist_case_events_per_command = statistics.mean(s[2] for s in sizes) / len(COMMANDS)
 
             # 5. the lifecycle of the N cases, C cases at a time
             async def drive(cid: str, who: str) -> None:
@@ -416,6 +463,48 @@ async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> N
         await breakdown(stack, api, coordinator(), results.breakdown)
 
 
+async def first_task_done(client: Client, workflow_id: str) -> datetime | None:
+    """When the workflow first RAN: its first WorkflowTaskCompleted event (server clock)."""
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            return event.event_time.ToDatetime(tzinfo=UTC)
+    return None
+
+
+async def running_wall(client: Client, workflow_ids: list[str], since: datetime,
+                       timeout: float = 600) -> float:
+    """Seconds from `since` until the last of the workflows has completed its first
+    workflow task (waits for stragglers up to `timeout`)."""
+    deadline = time.monotonic() + timeout
+    sem = asyncio.Semaphore(10)
+
+    async def one(wid: str) -> datetime:
+        async with sem:
+            while True:
+                done = await first_task_done(client, wid)
+                if done is not None or time.monotonic() > deadline:
+                    return done or datetime.now(UTC)
+                await asyncio.sleep(0.5)
+
+    times = await asyncio.gather(*(one(w) for w in workflow_ids))
+    return (max(times) - since).total_seconds()
+
+
+async def history_bytes(client: Client, workflow_id: str) -> tuple[int, int, int]:
+    """(bytes up to the first completed workflow task, bytes after it, events after it)."""
+    start = rest = events = 0
+    started = False
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        size = event.ByteSize()
+        if started:
+            rest += size
+            events += 1
+        else:
+            start += size
+            started = event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    return start, rest, events
+
+
 async def breakdown(stack: Stack, api: Api, who: str, out: dict[str, list[float]]) -> None:
     # The API's own way to connect: the same data converter (and payload codec, if any).
     client = await connect(stack.settings)
@@ -438,7 +527,10 @@ async def breakdown(stack: Stack, api: Api, who: str, out: dict[str, list[float]
             "/auth/session", headers=api.auth(who)))
         await timed("POST /cases/{id}/contacts (HTTP)", lambda c=contact: api.call(
             "POST", f"/cases/{cid}/contacts", who, c))
-        await timed("execute_update record_contact (direct)", lambda c=contact: handle.execute_update(
+        # Another body than the API's call just before: the same command again with nothing in
+        # between would be answered as a retry (domain/retries.py), not applied.
+        direct = {**contact, "notes": f"direct call {k}"}
+        await timed("execute_update record_contact (direct)", lambda c=direct: handle.execute_update(
             "record_contact", CommandInput(actor=actor, body=c), result_type=CaseState))
         await timed("execute_update snapshot (no-op, direct)", lambda: handle.execute_update(
             "snapshot", result_type=CaseState))
@@ -477,6 +569,10 @@ def report(r: Results) -> None:
           f"{ms(pct(r.create_lat, 95)):>8}")
     print(f"  {'POST /api/v1/cases, sequential':38} {'':>8} {ms(pct(r.create_seq_lat, 50)):>8} "
           f"{ms(pct(r.create_seq_lat, 95)):>8}")
+    bare_run_rate = r.n / r.bare_run_wall if r.bare_run_wall else math.nan
+    run_rate = r.n / r.create_run_wall if r.create_run_wall else math.nan
+    print(f"  {'bare workflows RUNNING (1st task done)':38} {bare_run_rate:8.1f}")
+    print(f"  {'cases RUNNING (1st workflow task done)':38} {run_rate:8.1f}")
 
     print(f"\nCommands over HTTP: sequential ({SEQUENTIAL_CASES} cases, one command at a time) "
           f"and under load ({r.n} cases, C={r.concurrency} at a time)")
@@ -489,6 +585,8 @@ def report(r: Results) -> None:
           f"{ms(pct(all_conc, 50)):>8} {ms(pct(all_conc, 95)):>8} {n_conc:6d}")
     print(f"  {'bare execute_update':30} {ms(pct(r.bare_seq, 50)):>8} {ms(pct(r.bare_seq, 95)):>8} "
           f"{ms(pct(r.bare_conc, 50)):>8} {ms(pct(r.bare_conc, 95)):>8} {len(r.bare_conc):6d}")
+    print(f"  {'bare, interleaved with phase 4':30} {ms(pct(r.bare_interleaved, 50)):>8} "
+          f"{ms(pct(r.bare_interleaved, 95)):>8}")
     api_tput = n_conc / r.api_conc_wall if r.api_conc_wall else math.nan
     bare_tput = len(r.bare_conc) / r.bare_conc_wall if r.bare_conc_wall else math.nan
     print(f"  throughput @C: API {api_tput:.1f} commands/s ({r.api_conc_wall:.1f} s), "
@@ -502,12 +600,26 @@ def report(r: Results) -> None:
     print(f"  {'':56} {'value':>6} {'target':>8}")
     print(f"  {'API command p50 / bare execute_update p50 (sequential)':56} {seq_ratio:6.2f} "
           f"{'<= ' + str(API_P50_TARGET):>8}  {verdict(seq_ratio <= API_P50_TARGET)}")
+    inter_ratio = pct(all_seq, 50) / pct(r.bare_interleaved, 50)
+    print(f"  {'  the same, bare interleaved (same load; issue 13: <= 2.0)':56} {inter_ratio:6.2f} "
+          f"{'<= 2.0':>8}  {verdict(inter_ratio <= 2.0)}")
     print(f"  {'API command p50 / bare execute_update p50 (@C)':56} {conc_ratio:6.2f} "
           f"{'<= ' + str(API_P50_TARGET):>8}  {verdict(conc_ratio <= API_P50_TARGET)}")
     print(f"  {'case creation rate / bare start_workflow rate':56} {rate_ratio:6.2f} "
           f"{'>= ' + str(CREATE_RATE_TARGET):>8}  {verdict(rate_ratio >= CREATE_RATE_TARGET)}")
     print(f"  {'  (for context: / bare update-with-start rate)':56} "
           f"{create_rate / uws_rate:6.2f}")
+    run_ratio = run_rate / bare_start_rate
+    print(f"  {'cases RUNNING rate / bare start_workflow rate':56} {run_ratio:6.2f} "
+          f"{'>= 0.5':>8}  {verdict(run_ratio >= 0.5)}  (issue 13: counted when the workflow runs)")
+    print(f"  {'cases RUNNING rate / bare workflows RUNNING rate':56} "
+          f"{run_rate / bare_run_rate:6.2f}")
+
+    print("\nHistory bytes (sum of event sizes; after the first workflow task)")
+    print(f"  case: {r.hist_case_per_command:,.0f} B and {r.hist_case_events_per_command:.1f} events "
+          f"per command (lifecycle of phase 4, incl. projections, timers, effects); "
+          f"start {r.hist_case_start:,.0f} B")
+    print(f"  bare: {r.hist_bare_per_update:,.0f} B per update; start {r.hist_bare_start:,.0f} B")
 
     ok = r.one_case_ok == ONE_CASE_COMMANDS and r.one_case_contacts == ONE_CASE_COMMANDS
     print(f"\n{ONE_CASE_COMMANDS} concurrent POST /cases/{{id}}/contacts to ONE case: "

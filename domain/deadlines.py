@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.calendar import add_days, add_hours, add_months, add_working_days
+from domain.calendar import (
+    add_days,
+    add_hours,
+    add_months,
+    add_working_days,
+    due_after_days,
+    due_after_months,
+)
 from models.case import CaseState, Deadline, DeadlineKind, DeadlineStatus, ReferralKind, Source
 from models.policy import Policy
 
@@ -38,6 +45,29 @@ def add_deadline(
     return deadline
 
 
+def _statutory(policy: Policy, kind: DeadlineKind) -> bool:
+    rules = policy.deadline_rules
+    return rules is not None and kind.value in rules.kinds
+
+
+def due_in_months(policy: Policy, kind: DeadlineKind, start: datetime, months: int) -> datetime:
+    """A deadline `months` calendar months after `start`. Kinds the policy's statute governs
+    end at the end of their last day, moved off a non-working day; otherwise (and for a policy
+    copy from before `deadline_rules`) the old arithmetic: the start's clock time."""
+    if _statutory(policy, kind):
+        return due_after_months(start, months, policy.country, policy.timezone,
+                                policy.non_working_days)
+    return add_months(start, months, policy.timezone)
+
+
+def due_in_days(policy: Policy, kind: DeadlineKind, start: datetime, days: int) -> datetime:
+    """Like `due_in_months`, in calendar days."""
+    if _statutory(policy, kind):
+        return due_after_days(start, days, policy.country, policy.timezone,
+                              policy.non_working_days)
+    return add_days(start, days, policy.timezone)
+
+
 def reminders(due_at: datetime, days_before: list[int], tz: str) -> list[datetime]:
     return sorted(add_days(due_at, -d, tz) for d in days_before)
 
@@ -69,17 +99,19 @@ def initial_deadlines(state: CaseState, policy: Policy) -> None:
         state,
         policy,
         DeadlineKind.first_contact,
-        add_working_days(received, policy.first_contact_working_days, policy.country, tz),
+        add_working_days(received, policy.first_contact_working_days, policy.country, tz,
+                         policy.non_working_days),
         owner=None,
     )
     assessment = add_deadline(
         state,
         policy,
         DeadlineKind.assessment,
-        add_months(received, policy.assessment_months, tz),
+        due_in_months(policy, DeadlineKind.assessment, received, policy.assessment_months),
         owner=None,
     )
-    # The statutory reminder: `assessment_reminder_months` after the municipality became aware.
+    # The statutory reminder: `assessment_reminder_months` after the municipality became aware,
+    # at the referral's clock time (a reminder, not a time limit: nothing to count whole).
     assessment.remind_at = sorted(
         {add_months(received, policy.assessment_reminder_months, tz), *assessment.remind_at}
     )
@@ -99,7 +131,8 @@ def initial_deadlines(state: CaseState, policy: Policy) -> None:
                 state,
                 policy,
                 DeadlineKind.reporter_receipt,
-                add_days(received, policy.reporter_receipt_days, tz),
+                due_in_days(policy, DeadlineKind.reporter_receipt, received,
+                            policy.reporter_receipt_days),
                 owner=None,
             )
 

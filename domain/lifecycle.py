@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from domain import access, clocks
 from domain import consent as cs
 from domain import deadlines as dl
-from domain.calendar import add_days, add_months, next_weekly_meeting
+from domain import outcomes as oc
+from domain.calendar import next_weekly_meeting
 from models.case import (
     Actor,
     AssessmentContent,
@@ -30,6 +31,7 @@ from models.case import (
     Closure,
     CommitteeDecision,
     CommitteeDecisionKind,
+    CompleteAssessment,
     ConfirmFocusPoints,
     ConsentRecord,
     ConsentStatus,
@@ -69,6 +71,7 @@ from models.case import (
     VoteValue,
 )
 from models.commands import BODY_MODELS, CommandInput
+from models.outcomes import Occasion, OutcomeIn, RecordOutcomes
 from models.policy import Policy
 
 # The first words of a refusal of a command sent from a page that was out of date.
@@ -409,7 +412,8 @@ def _next_checkin(state: CaseState, after: datetime, ctx: Ctx) -> None:
     dl.satisfy(state, DeadlineKind.family_checkin, after, "contact")
     days = ctx.policy.family_checkin_days.get(state.contact_preference.value, 30)
     dl.add_deadline(state, ctx.policy, DeadlineKind.family_checkin,
-                    add_days(after, days, ctx.policy.timezone), state.coordinator_id, now=ctx.now)
+                    dl.due_in_days(ctx.policy, DeadlineKind.family_checkin, after, days),
+                    state.coordinator_id, now=ctx.now)
 
 
 def apply_pause(state: CaseState, body: PauseCase, ctx: Ctx) -> None:
@@ -577,11 +581,13 @@ def apply_put_assessment(state: CaseState, body: AssessmentContent, ctx: Ctx) ->
     _record(state, ctx, "assessment_recorded", dimensions=sum(len(v) for v in body.ics.values()))
 
 
-def apply_complete_assessment(state: CaseState, body: None, ctx: Ctx) -> None:
+def apply_complete_assessment(state: CaseState, body: CompleteAssessment | None, ctx: Ctx) -> None:
     require_case_worker(state, ctx.actor)
     require_stage(state, {Stage.assessment}, "complete the assessment")
     if state.assessment is None or not any(state.assessment.ics.values()):
         raise conflict("Record the ICS assessment (PUT .../assessment) before completing it.")
+    if body is not None:
+        _measure(state, body.measurements, "assessment", ctx)
     state.assessment_completed_at = ctx.now
     dl.satisfy(state, DeadlineKind.assessment, ctx.now, "assessment_completed")
     dl.cancel(state, DeadlineKind.pre_meeting_contact)
@@ -589,7 +595,7 @@ def apply_complete_assessment(state: CaseState, body: None, ctx: Ctx) -> None:
         state,
         ctx.policy,
         DeadlineKind.plan,
-        add_months(ctx.now, ctx.policy.plan_months, ctx.policy.timezone),
+        dl.due_in_months(ctx.policy, DeadlineKind.plan, ctx.now, ctx.policy.plan_months),
         state.coordinator_id,
         now=ctx.now,
     )
@@ -632,7 +638,8 @@ def _new_plan_version(state: CaseState, body: PlanDraft, ctx: Ctx) -> PlanVersio
         state,
         ctx.policy,
         DeadlineKind.family_approval,
-        add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
+        dl.due_in_days(ctx.policy, DeadlineKind.family_approval, ctx.now,
+                       ctx.policy.family_approval_days),
         state.coordinator_id,
         now=ctx.now,
     )
@@ -686,7 +693,8 @@ def _escalate(state: CaseState, plan: PlanVersion, reasons: list[str], ctx: Ctx)
         state,
         ctx.policy,
         DeadlineKind.committee_decision,
-        add_days(ctx.now, ctx.policy.committee_decision_days, ctx.policy.timezone),
+        dl.due_in_days(ctx.policy, DeadlineKind.committee_decision, ctx.now,
+                       ctx.policy.committee_decision_days),
         "committee",
         now=ctx.now,
     )
@@ -706,12 +714,12 @@ def _maybe_activate(state: CaseState, plan: PlanVersion, ctx: Ctx) -> None:
     _record(state, ctx, "plan_activated", version=plan.version, decided_by=plan.decision)
     if state.measures_started_at is None:
         state.measures_started_at = ctx.now
-        tz = ctx.policy.timezone
         dl.add_deadline(
             state,
             ctx.policy,
             DeadlineKind.first_followup,
-            add_months(ctx.now, ctx.policy.first_followup_months, tz),
+            dl.due_in_months(ctx.policy, DeadlineKind.first_followup, ctx.now,
+                             ctx.policy.first_followup_months),
             state.coordinator_id,
             now=ctx.now,
         )
@@ -725,7 +733,7 @@ def _schedule_next_status_meeting(state: CaseState, after: datetime, ctx: Ctx) -
         state,
         ctx.policy,
         DeadlineKind.status_meeting,
-        add_days(after, 7 * weeks, ctx.policy.timezone),
+        dl.due_in_days(ctx.policy, DeadlineKind.status_meeting, after, 7 * weeks),
         state.coordinator_id,
         now=ctx.now,
     )
@@ -859,7 +867,8 @@ def apply_committee_decision(
             state,
             ctx.policy,
             DeadlineKind.family_approval,
-            add_days(ctx.now, ctx.policy.family_approval_days, ctx.policy.timezone),
+            dl.due_in_days(ctx.policy, DeadlineKind.family_approval, ctx.now,
+                           ctx.policy.family_approval_days),
             state.coordinator_id,
             now=ctx.now,
         )
@@ -879,6 +888,7 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
         raise invalid(f"Progress for goal(s) {unknown}, which are not in the active plan.")
     if body.plan_changes is not None:
         _check_plan(body.plan_changes)
+    _measure(state, body.measurements, "status_meeting", ctx)
     if body.concern_level:
         state.concern_level = body.concern_level
     meeting = StatusMeeting(
@@ -892,12 +902,13 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
     state.status_meetings.append(meeting)
     state.planned_meeting = None  # held
     dl.cancel(state, DeadlineKind.pre_meeting_contact)
-    policy, tz = ctx.policy, ctx.policy.timezone
+    policy = ctx.policy
     if dl.open_deadlines(state, DeadlineKind.first_followup):
         dl.satisfy(state, DeadlineKind.first_followup, body.at, f"status_meeting_{meeting.number}")
         state.followup_months = body.followup_months or policy.followup_months
         dl.add_deadline(state, policy, DeadlineKind.followup,
-                        add_months(body.at, state.followup_months, tz), state.coordinator_id, now=ctx.now)
+                        dl.due_in_months(policy, DeadlineKind.followup, body.at, state.followup_months),
+                        state.coordinator_id, now=ctx.now)
         _record(state, ctx, "followup_cadence_set", months=state.followup_months,
                 reason=body.followup_reason or "policy default")
     elif dl.open_deadlines(state, DeadlineKind.followup):
@@ -905,7 +916,8 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
         if body.followup_months:
             state.followup_months = body.followup_months
         dl.add_deadline(state, policy, DeadlineKind.followup,
-                        add_months(body.at, state.followup_months or policy.followup_months, tz),
+                        dl.due_in_months(policy, DeadlineKind.followup, body.at,
+                                         state.followup_months or policy.followup_months),
                         state.coordinator_id, now=ctx.now)
     dl.satisfy(state, DeadlineKind.status_meeting, body.at, f"status_meeting_{meeting.number}")
     _next_checkin(state, body.at, ctx)
@@ -918,6 +930,15 @@ def apply_status_meeting(state: CaseState, body: RecordStatusMeeting, ctx: Ctx) 
 def apply_close(state: CaseState, body: CloseCase, ctx: Ctx) -> None:
     require_case_worker(state, ctx.actor)
     require_open(state)
+    _measure(state, body.measurements, "closing", ctx)
+    if body.outcomes and state.outcome_rules:
+        # The older free-form object: checked, and mapped to measurements where it can be.
+        try:
+            mapped = oc.legacy_outcomes(ctx.policy.outcome_instruments, body.outcomes,
+                                        ctx.now, ctx.actor.id, _goal_ids(state))
+        except oc.OutcomeRefusal as refusal:
+            raise invalid(refusal.message) from None
+        _keep_measurements(state, mapped, "closing", ctx)
     state.closure = Closure(
         reason=body.reason, note=body.note, outcomes=body.outcomes, at=ctx.now, by=ctx.actor.id
     )
@@ -930,6 +951,52 @@ def apply_close(state: CaseState, body: CloseCase, ctx: Ctx) -> None:
             term.until = ctx.now
     _record(state, ctx, "case_closed", reason=body.reason.value)
     _enter(state, Stage.closed, ctx)
+
+
+# ---------------------------------------------------------------- outcome measures (§3.8)
+
+
+def _goal_ids(state: CaseState) -> set[str]:
+    plan = state.active_plan or state.plan
+    return {g.id for g in plan.goals} if plan else set()
+
+
+def _measure(state: CaseState, items: list[OutcomeIn], occasion: Occasion, ctx: Ctx) -> None:
+    """Validate every measurement against the case's instruments (all or nothing: a refusal
+    is a 422 and the command applies nothing) and keep them with their computed totals."""
+    if not items:
+        return
+    try:
+        new = oc.measure(ctx.policy.outcome_instruments, items, occasion, ctx.now, ctx.actor.id,
+                         _goal_ids(state))
+    except oc.OutcomeRefusal as refusal:
+        raise invalid(refusal.message) from None
+    _keep_measurements(state, new, occasion, ctx)
+
+
+def _keep_measurements(state: CaseState, new: list, occasion: str, ctx: Ctx) -> None:
+    if not new:
+        return
+    # A new list: the working copy shares the old one with the state a refusal keeps.
+    state.outcome_measurements = [*state.outcome_measurements, *new]
+    state.outcome_rules = True
+    # Which instruments and informants, never the scores (personal data).
+    _record(state, ctx, "outcomes_recorded", occasion=occasion,
+            measurements=[f"{m.instrument}:{m.informant}" for m in new])
+
+
+OUTCOME_STAGES = {Stage.assessment, Stage.planning, Stage.escalated, Stage.active}
+
+
+def apply_record_outcomes(state: CaseState, body: RecordOutcomes, ctx: Ctx) -> None:
+    """Measurements between the meetings (e.g. the teacher's SDQ that came back after the
+    assessment meeting): occasion assessment until the plan is active, then status_meeting."""
+    require_team(state, ctx.actor)
+    require_stage(state, OUTCOME_STAGES, "record outcome measures")
+    occasion = body.occasion or ("status_meeting" if state.stage is Stage.active else "assessment")
+    if occasion == "status_meeting" and state.stage is not Stage.active:
+        raise conflict("Outcome measures of a status meeting are recorded once the plan is active.")
+    _measure(state, body.measurements, occasion, ctx)
 
 
 # ---------------------------------------------------------------- consent and the family (§11)
@@ -1082,7 +1149,8 @@ def apply_set_contact_preference(state: CaseState, body: SetContactPreference, c
         days = ctx.policy.family_checkin_days.get(body.preference.value, 30)
         dl.cancel(state, DeadlineKind.family_checkin)
         dl.add_deadline(state, ctx.policy, DeadlineKind.family_checkin,
-                        add_days(last, days, ctx.policy.timezone), state.coordinator_id, now=ctx.now)
+                        dl.due_in_days(ctx.policy, DeadlineKind.family_checkin, last, days),
+                        state.coordinator_id, now=ctx.now)
     _record(state, ctx, "contact_preference_changed",
             **{"from": previous.value, "to": body.preference.value})
 
@@ -1288,6 +1356,7 @@ COMMANDS = {
     "family_focus_points": apply_family_focus_points,
     "confirm_focus_points": apply_confirm_focus_points,
     "request_pause": apply_request_pause,
+    "record_outcomes": apply_record_outcomes,
 }
 
 

@@ -6,6 +6,8 @@ policy version it started with (`Policy.key`) and keeps it.
 
 from __future__ import annotations
 
+from models.deadline_rules import DeadlineRules, NonWorkingDays
+from models.outcomes import default_instruments
 from models.policy import ClockRule, Policy
 
 __all__ = ["DK", "SE", "ClockRule", "Policy", "current_policy", "policy_by_key"]
@@ -30,6 +32,31 @@ _DK_ICS = {
     ],
 }
 
+# The deadline kinds whose time limit is set by statute and counted in days or months: the last
+# day counts whole and moves off a non-working day (docs/deadlines.md). Working-day counts
+# (first contact) always end on a working day; hour clocks (concern triage) never move; the
+# method's own cadences (family approval, committee, status meetings, check-ins) keep their
+# clock time -- a municipality may list them too, by policy override.
+_STATUTORY_KINDS = ["assessment", "plan", "first_followup", "followup", "reporter_receipt"]
+
+_DK_NON_WORKING = NonWorkingDays(
+    weekdays=[5, 6],
+    holiday_country="DK",
+    holiday_categories=["public"],
+    extra_fixed=["06-05", "12-24", "12-31"],
+    legal_basis="Forældelsesloven § 27, stk. 2: lørdag, søndag, helligdag, grundlovsdag, "
+                "juleaftensdag, nytårsaftensdag",
+)
+
+_SE_NON_WORKING = NonWorkingDays(
+    weekdays=[5, 6],
+    holiday_country="SE",
+    # "de_facto": Midsummer Eve, Christmas Eve, New Year's Eve.
+    holiday_categories=["public", "de_facto"],
+    legal_basis="Lag (1930:173) om beräkning av lagstadgad tid 2 §: söndag eller annan allmän "
+                "helgdag, lördag, midsommarafton, julafton, nyårsafton",
+)
+
 DK = Policy(
     country="DK",
     timezone="Europe/Copenhagen",
@@ -50,6 +77,14 @@ DK = Policy(
         "consent_renewal": "Consent to share information (forvaltningsloven § 28; GDPR art. 7)",
     },
     ics_dimensions=_DK_ICS,
+    non_working_days=_DK_NON_WORKING,
+    deadline_rules=DeadlineRules(
+        legal_basis="Forældelsesloven § 27: the last day counts whole; a last day that is not a "
+                    "weekday moves to the following weekday",
+        kinds=_STATUTORY_KINDS,
+    ),
+    # SDQ bands: the UK four-band cut-offs until a municipality configures Danish norms.
+    outcome_instruments=default_instruments(),
 )
 
 SE = Policy(
@@ -60,6 +95,12 @@ SE = Policy(
     committee_only_paragraphs=["LVU § 2", "LVU § 3", "SoL 4 kap. 1 § placering"],
     child_age_band=(6, 15),
     assessment_extension_allowed=True,
+    non_working_days=_SE_NON_WORKING,
+    deadline_rules=DeadlineRules(
+        legal_basis="Lag (1930:173) om beräkning av lagstadgad tid 1-2 §§: the last day counts "
+                    "whole; a last day that is not a weekday moves to the next weekday",
+        kinds=_STATUTORY_KINDS,
+    ),
     legal_basis={
         "first_contact": "SIP: work starts without delay (HSL 16 kap. 4 §, SoL 2 kap. 7 §)",
         "concern_triage": "SoL 11 kap. 1 a §",
@@ -84,6 +125,8 @@ SE = Policy(
         "family_and_network": ["family_history", "wider_family", "housing", "employment",
                                "income", "family_social_integration", "community_resources"],
     },
+    # SDQ bands: the UK four-band cut-offs until a municipality configures Swedish norms.
+    outcome_instruments=default_instruments(),
 )
 
 POLICIES: dict[str, Policy] = {p.key: p for p in (DK, SE)}

@@ -5,7 +5,8 @@ Two kinds of reasons, shown together in one list:
 - business reasons, from the case state (the read model's document):
   `overdue:<deadline kind>`, `stage_too_long`, `no_family_contact`, `committee_waiting`;
 - technical reasons, from what Temporal says about the case's workflow:
-  `activity_failing`, `workflow_task_failing`, `workflow_not_running`.
+  `activity_failing`, `workflow_task_failing`, `workflow_not_running`, `workflow_not_started`
+  (created, but no worker has run its first workflow task for a minute: api/backlog.py).
 
 Every business reason becomes true at a known instant and stays true until the case changes
 (a deadline is due at `due_at`, a stage is too long at `stage_since + expected days`, ...).
@@ -33,9 +34,11 @@ COMMITTEE_WAITING = "committee_waiting"
 ACTIVITY_FAILING = "activity_failing"
 WORKFLOW_TASK_FAILING = "workflow_task_failing"
 WORKFLOW_NOT_RUNNING = "workflow_not_running"
+WORKFLOW_NOT_STARTED = "workflow_not_started"
 
 BUSINESS_KINDS = (STAGE_TOO_LONG, NO_FAMILY_CONTACT, COMMITTEE_WAITING)
-TECHNICAL_KINDS = (ACTIVITY_FAILING, WORKFLOW_TASK_FAILING, WORKFLOW_NOT_RUNNING)
+TECHNICAL_KINDS = (ACTIVITY_FAILING, WORKFLOW_TASK_FAILING, WORKFLOW_NOT_RUNNING,
+                   WORKFLOW_NOT_STARTED)
 
 # Who owns a technical reason: whoever runs the system, not the coordinator.
 TECHNICAL_OWNER = "admin"
@@ -69,6 +72,8 @@ class StuckPolicy(BaseModel):
     activity_failing_attempts: int = 3
     # A workflow task on its Nth attempt: it failed (N-1) times, e.g. non-determinism.
     workflow_task_failing_attempts: int = 2
+    # A workflow started this long ago whose first workflow task no worker has completed.
+    workflow_not_started_seconds: float = 60
 
 
 DEFAULT_POLICY = StuckPolicy()
@@ -221,6 +226,10 @@ class WorkflowFacts:
     workflow_task_since: datetime | None = None
     workflow_task_failure: str | None = None
     close_time: datetime | None = None
+    # False while no worker has completed the workflow's first task (its search attributes
+    # are still the ones given at start); `started_at`: when the workflow was started.
+    first_task_done: bool = True
+    started_at: datetime | None = None
 
 
 def technical_reasons(facts: WorkflowFacts, seen_at: datetime,
@@ -237,6 +246,16 @@ def technical_reasons(facts: WorkflowFacts, seen_at: datetime,
             fires_at=since,
         ))
         return reasons
+    if not facts.first_task_done and facts.started_at is not None:
+        waited = (seen_at - facts.started_at).total_seconds()
+        if waited >= policy.workflow_not_started_seconds:
+            reasons.append(Reason(
+                kind=WORKFLOW_NOT_STARTED, since=facts.started_at, owner=TECHNICAL_OWNER,
+                detail=f"the case was created {int(waited)} s ago, but no case worker has run its "
+                       "workflow yet (its clocks are not running): the case workers are behind "
+                       "or down",
+                fires_at=facts.started_at,
+            ))
     for act in facts.pending_activities:
         if act.attempt >= policy.activity_failing_attempts:
             since = act.scheduled_at or act.last_failed_at or seen_at

@@ -124,6 +124,7 @@ DECISIONS = ("approved", "approved_with_changes", "rejected")
 SOURCES = ("school", "health", "parent", "social_services", "other")
 REFERRAL_KINDS = ("application", "concern_report", "referral")
 PREFERENCES = ("close", "normal", "space")
+OCCASIONS = ("assessment", "status_meeting", "closing")
 
 
 def escalation_reason(reason: str) -> Term:
@@ -169,7 +170,7 @@ EVENTS = (
     "policy_changed", "deadline_reminder", "deadline_overdue", "deadline_escalation",
     "consent_given", "consent_changed", "consent_revoked", "consent_expired",
     "contact_preference_changed", "family_focus_points", "focus_points_confirmed",
-    "pause_requested",
+    "pause_requested", "outcomes_recorded",
 )
 
 
@@ -289,6 +290,9 @@ def entry(h: HistoryEntry | Mapping, names: Mapping[str, str],
                   "to": _word("timeline.preference", d.get("to"), PREFERENCES)}
         case "family_focus_points" | "focus_points_confirmed" | "pause_requested":
             pass
+        case "outcomes_recorded":
+            v |= {"n": len(d.get("measurements") or []),
+                  "occasion": _word("outcomes.occasion", d.get("occasion"), OCCASIONS)}
         case _ if event not in EVENTS:
             k = "timeline.event.other"
     return Term(k, v)
@@ -390,7 +394,8 @@ def message_status(value: str | None) -> Term:
 
 # Why a case needs a manager (domain/stuck.py): `overdue:<deadline kind>` and the rest.
 REASON_KINDS = ("overdue", "stage_too_long", "no_family_contact", "committee_waiting",
-                "activity_failing", "workflow_task_failing", "workflow_not_running")
+                "activity_failing", "workflow_task_failing", "workflow_not_running",
+                "workflow_not_started")
 
 
 def reason(kind: str) -> Term:

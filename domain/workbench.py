@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from domain import consent as cs
 from domain import deadlines as dl
 from domain.access import CaseFacts, command_refusal
-from domain.lifecycle import is_manager, pending_draft
+from domain.lifecycle import OUTCOME_STAGES, is_manager, pending_draft
 from models.case import Actor, CaseState, DeadlineKind, Stage
 
 # The order the forms appear on the case page: the case's life from referral to closing.
@@ -41,6 +41,7 @@ COMMAND_ORDER: tuple[str, ...] = (
     "family_response",
     "schedule_status_meeting",
     "status_meeting",
+    "record_outcomes",
     "confirm_focus_points",
     "set_contact_preference",
     "give_consent",
@@ -135,6 +136,8 @@ def available_commands(state: CaseState, actor: Actor, *, now: datetime | None =
         out.add("schedule_status_meeting")
     if team and stage is Stage.active:
         out.add("status_meeting")
+    if team and stage in OUTCOME_STAGES:
+        out.add("record_outcomes")  # outcome measures between the meetings (DESIGN §3.8)
     if worker:
         # The family's part (DESIGN §11), recorded or confirmed by the case's worker.
         out |= {INVITE_FAMILY, "confirm_focus_points", "set_contact_preference", "give_consent"}

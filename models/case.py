@@ -12,32 +12,37 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from models.outcomes import Measurements, OutcomeMeasurement
 from models.policy import Policy
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value.strip()
-
+from models.text import (  # noqa: F401 - LABEL_CHARS ... re-exported for callers
+    LABEL_CHARS,
+    SHORT_CHARS,
+    TEXT_CHARS,
+    LabelItems,
+    NonBlank,
+    NonBlankLabel,
+    NonBlankShort,
+    OptionalLabel,
+    OptionalLongText,
+    OptionalShort,
+    OptionalText,
+    RequiredItem,
+    ShortItems,
+)
 
 # Field limits (issue 8): far above what case work needs, far below what would hurt the
 # engine. A too long field or list is a 422 naming it ("referral.reason: String should have at
 # most 20000 characters") before anything reaches Temporal. These models are also the state
 # the workflow keeps: raise a limit freely, lower one only with care (replay of old cases).
-LABEL_CHARS = 200  # ids, names, departments, paragraphs, phone numbers, e-mail addresses
-SHORT_CHARS = 2_000  # a goal, an action, a location, a need
-TEXT_CHARS = 20_000  # notes, minutes, reasons, comments, the child's views
 MAX_ITEMS = 200  # members, goals, actions, services, participants, ...
 MAX_DIAGNOSES = 50
 MAX_OUTCOMES = 50  # keys of a closing's `outcomes`
 
+# Text fields follow one rule (models/text.py): required text is never blank; optional text
+# that is blank is absent (a blank item of an optional list is left out).
 Label = Annotated[str, Field(max_length=LABEL_CHARS)]
-ShortText = Annotated[str, Field(max_length=SHORT_CHARS)]
-LongText = Annotated[str, Field(max_length=TEXT_CHARS)]
-NonBlank = Annotated[str, Field(max_length=TEXT_CHARS), AfterValidator(_not_blank)]
-NonBlankLabel = Annotated[str, Field(max_length=LABEL_CHARS), AfterValidator(_not_blank)]
-NonBlankShort = Annotated[str, Field(max_length=SHORT_CHARS), AfterValidator(_not_blank)]
+ShortText = OptionalShort
+LongText = OptionalText
 
 
 def _plausible(value: datetime) -> datetime:
@@ -182,10 +187,10 @@ class FamilyMember(Strict):
     name: NonBlankLabel
     role: MemberRole
     birth_date: date | None = None
-    diagnoses: list[Label] = Field([], max_length=MAX_DIAGNOSES)
-    needs: list[ShortText] = Field([], max_length=MAX_ITEMS)
-    phone: Label | None = None
-    email: Label | None = None
+    diagnoses: LabelItems = Field([], max_length=MAX_DIAGNOSES)
+    needs: ShortItems = Field([], max_length=MAX_ITEMS)
+    phone: OptionalLabel = None
+    email: OptionalLabel = None
 
 
 class Family(Strict):
@@ -213,13 +218,13 @@ class Family(Strict):
 
 class ExistingContact(Strict):
     department: NonBlankLabel
-    sector_area: Label | None = None
-    caseworker: Label | None = None
+    sector_area: OptionalLabel = None
+    caseworker: OptionalLabel = None
 
 
 class Consent(Strict):
     coordinated_handling: bool
-    departments: list[Label] = Field([], max_length=MAX_ITEMS)
+    departments: LabelItems = Field([], max_length=MAX_ITEMS)
     valid_until: date | None = None
 
 
@@ -268,7 +273,7 @@ class Triage(Strict):
 class ScheduleAssessmentMeeting(Strict):
     at: When
     location: NonBlankShort
-    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
+    participants: list[RequiredItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class IcsEntry(Strict):
@@ -281,25 +286,25 @@ class IcsEntry(Strict):
 class AssessmentContent(Strict):
     ics: dict[Literal["child_development", "parenting_capacity", "family_and_network"],
               Annotated[list[IcsEntry], Field(max_length=MAX_ITEMS)]] = {}
-    child_views: LongText | None = None
-    child_views_waiver: LongText | None = None
-    investigations: list[Label] = Field([], max_length=MAX_ITEMS)
+    child_views: OptionalLongText = None
+    child_views_waiver: OptionalLongText = None
+    investigations: LabelItems = Field([], max_length=MAX_ITEMS)
 
 
 class Goal(Strict):
     id: NonBlankLabel
     text: NonBlankShort
-    owner: Label | None = None
+    owner: OptionalLabel = None
 
 
 class Action(Strict):
     id: NonBlankLabel
-    goal_id: Label | None = None
+    goal_id: OptionalLabel = None
     text: NonBlankShort
     owner: NonBlankLabel
     due: date | None = None
     status: Literal["open", "in_progress", "done"] = "open"
-    member: Label | None = None
+    member: OptionalLabel = None
 
 
 class FundingShare(Strict):
@@ -342,21 +347,23 @@ class GoalProgress(Strict):
 class ScheduleStatusMeeting(Strict):
     at: When
     location: NonBlankShort
-    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
+    participants: list[RequiredItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class RecordStatusMeeting(Strict):
     at: When
-    participants: list[Label] = Field(min_length=1, max_length=MAX_ITEMS)
+    participants: list[RequiredItem] = Field(min_length=1, max_length=MAX_ITEMS)
     minutes: LongText = ""
     goal_progress: list[GoalProgress] = Field([], max_length=MAX_ITEMS)
     plan_changes: PlanDraft | None = None
     concern_level: Literal["high", "medium", "low"] | None = None
     followup_months: int | None = Field(None, ge=1, le=24)
-    followup_reason: LongText | None = None
+    followup_reason: OptionalLongText = None
     # Moving the case to a newer policy version is a recorded decision at a status meeting.
     policy_version: int | None = Field(None, ge=1)
-    policy_reason: LongText | None = None
+    policy_reason: OptionalLongText = None
+    # Outcome instruments filled in at the meeting (models/outcomes.py; occasion status_meeting).
+    measurements: Measurements = []
 
 
 class PauseCase(Strict):
@@ -378,6 +385,16 @@ class CloseCase(Strict):
     reason: CloseReason
     note: LongText = ""
     outcomes: Annotated[dict, Field(max_length=MAX_OUTCOMES)] | None = None
+    # Outcome instruments filled in at closing (occasion closing); `outcomes` above is the
+    # older free-form object, still accepted (domain.outcomes.legacy_outcomes).
+    measurements: Measurements = []
+
+
+class CompleteAssessment(Strict):
+    """`POST .../assessment/complete`: optionally with the instruments filled in at the
+    assessment (occasion assessment); without a body as before."""
+
+    measurements: Measurements = []
 
 
 class CommitteeDecision(Strict):
@@ -758,6 +775,12 @@ class CaseState(BaseModel):
     notices: list[Notice] = []
     focus_points: list[FocusPointsEntry] = []
     pause_requests: list[PauseRequestEntry] = []
+    # Outcome measurements (DESIGN §3.8, models/outcomes.py), in the order they were recorded.
+    outcome_measurements: list[OutcomeMeasurement] = []
+    # The workflow validates the close body's free-form `outcomes` against the instruments:
+    # set for runs started by code that knows them (patch "outcome-instruments"), or by the
+    # first command that records measurements, so old runs replay as they ran.
+    outcome_rules: bool = False
 
     @model_validator(mode="after")
     def _first_consent(self) -> CaseState:

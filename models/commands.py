@@ -16,6 +16,7 @@ from models.case import (
     ChangeConsent,
     CloseCase,
     CommitteeDecision,
+    CompleteAssessment,
     ConfirmFocusPoints,
     ExtendAssessment,
     FamilyResponse,
@@ -34,6 +35,7 @@ from models.case import (
     SetContactPreference,
     Triage,
 )
+from models.outcomes import RecordOutcomes
 from models.policy import Policy
 
 
@@ -88,7 +90,7 @@ BODY_MODELS: dict[str, type[BaseModel] | None] = {
     "triage": Triage,
     "schedule_assessment_meeting": ScheduleAssessmentMeeting,
     "put_assessment": AssessmentContent,
-    "complete_assessment": None,
+    "complete_assessment": CompleteAssessment,
     "put_plan": PlanDraft,
     "vote": CastVote,
     "family_response": FamilyResponse,
@@ -109,4 +111,6 @@ BODY_MODELS: dict[str, type[BaseModel] | None] = {
     "family_focus_points": FocusPoints,
     "confirm_focus_points": ConfirmFocusPoints,
     "request_pause": PauseRequest,
+    # Outcome measurements outside a meeting or the closing (models/outcomes.py).
+    "record_outcomes": RecordOutcomes,
 }

@@ -85,6 +85,9 @@ class MeetingInvite(BaseModel):
     method: Literal["REQUEST", "CANCEL"] = "REQUEST"
     sequence: int = Field(0, ge=0)
     tz: str = "Europe/Copenhagen"
+    # Staff id of the ORGANIZER, the case's coordinator: the activity writes their name and
+    # address from the staff directory, so replies reach a person (issue 11 point 3).
+    organizer_id: str | None = None
 
     @model_validator(mode="after")
     def _end_after_start(self) -> MeetingInvite:
@@ -115,6 +118,9 @@ class NotificationRequest(BaseModel):
     # Asked for by the recipient this minute (a family member's sign-in code): never held
     # back by the quiet hours.
     asked_for: bool = False
+    # The case policy's quiet hours for SMS to the family ("HH:MM-HH:MM", "" = none); None:
+    # the notification service's own setting (ONEFAMILY_SMS_QUIET_HOURS).
+    quiet_hours: str | None = None
 
 
 class NotificationResult(BaseModel):

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from models.deadline_rules import DeadlineRules, NonWorkingDays
+from models.outcomes import Instrument, default_instruments
+
 
 class ClockRule(BaseModel):
     """How one kind of deadline reminds and escalates."""
@@ -92,6 +95,21 @@ class Policy(BaseModel):
     assessment_extension_allowed: bool = False
     # The family is asked to renew a consent this many days before it expires (DESIGN §11).
     consent_renewal_days: int = Field(30, ge=1, le=365)
+    # The family's SMS reminder before each meeting (DESIGN §3.7, docs/notifications.md): this
+    # many days before, at the meeting's local clock time (0 = none); never in the quiet hours
+    # ("HH:MM-HH:MM" local, may cross midnight; "" = none): then at their end, if that is still
+    # before the meeting.
+    family_sms_reminder_days_before: int = Field(1, ge=0, le=7)
+    family_sms_quiet_hours: str = Field(
+        "21:00-08:00", pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # How deadlines in days and months end (docs/deadlines.md). None -- a policy copy from
+    # before these fields -- keeps the old arithmetic: the old holiday list, the start's
+    # clock time, no move off a weekend. domain/policy.py sets them for DK and SE.
+    non_working_days: NonWorkingDays | None = None
+    deadline_rules: DeadlineRules | None = None
+    # Outcome instruments (DESIGN §3.8, models/outcomes.py): a stored policy from before this
+    # field gets the standard instruments.
+    outcome_instruments: dict[str, Instrument] = Field(default_factory=default_instruments)
 
     @property
     def key(self) -> str:

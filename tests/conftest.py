@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,6 +22,7 @@ from domain import command_seal
 from models import sealed
 from models.db import init_read_model, migrate
 from settings import Settings
+from tests.e2e_stack import Stack
 from tests.postgres import db_url, postgres_server, postgres_url  # noqa: F401 - fixtures
 from worker import build_workers
 from workflows.client import ensure_search_attributes
@@ -54,6 +56,64 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await ensure_search_attributes(env.client, "default")
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def page_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """ONE real stack (dev server, case and documents workers, API; local sign-in) for every
+    page and browser module that needs nothing special of it: a stack costs ~8 s to start and
+    ~2 s to stop, and the suite had one per module. Staff: `tests.e2e_stack.page_staff()` with
+    passwords `password_of(id)` and tokens in `stack.tokens`. Modules share it, so a test
+    names its own cases and families and never counts what other modules made (the case list's
+    total, duplicate warnings): compare before and after, or look up by id. A module that
+    needs other settings (a country, an SMTP server, a sweep interval) starts its own."""
+    from tests.e2e_stack import Stack, page_staff, with_staff
+
+    stack = Stack(Path(tmp_path_factory.mktemp("page-stack")) / "data")
+    try:
+        await stack.start()
+        await with_staff(stack, page_staff())
+        # Anna coordinates the cases of every module here: the caseload cap (8) would refuse
+        # her ninth. No module on this stack tests the cap (test_case_forms does, on its own).
+        async with httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=30,
+                                     headers={"Authorization": f"Bearer {stack.tokens['admin']}"}) as admin:
+            r = await admin.put("/policy", json={"overrides": {"caseload_cap": 10_000},
+                                                 "note": "the shared page stack of the tests"})
+            assert r.status_code == 200, r.text
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[object]:
+    """ONE headless Chromium (Debian's /usr/bin/chromium, through Playwright) for the session;
+    each test opens contexts of its own (`tests.browser.new_person`) and closes them. Skips
+    when Chromium is missing."""
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (Debian package `chromium`)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def browser(chromium) -> AsyncIterator[object]:
+    """The session's Chromium for one test: the contexts (people) the test opened are closed
+    after it, so no test sees another's cookies or pages."""
+    before = set(chromium.contexts)
+    try:
+        yield chromium
+    finally:
+        for context in [c for c in chromium.contexts if c not in before]:
+            await context.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -64,8 +65,8 @@ class Stack:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.temporal.start()
+        migrate(self.settings.db_url)  # while the dev server starts: it needs no Temporal
         await self.temporal.wait_ready()
-        migrate(self.settings.db_url)
         self.start_worker()
         log = self._log("documents")
         self.documents_proc = spawn([sys.executable, "-m", "worker", "--role", "documents"],
@@ -101,33 +102,45 @@ class Stack:
 
     async def token(self, staff_id: str = "admin", password: str = ADMIN_PASSWORD) -> str:
         """A personal API token (local mode), as a script would get one."""
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as client:
             answer = await client.post("/api/v1/auth/tokens", auth=(staff_id, password))
             answer.raise_for_status()
             return answer.json()["token"]
 
     def stop(self) -> None:
-        for proc in (self.api_proc, self.worker_proc, self.documents_proc):
-            if proc is not None:
-                stop_process(proc)
+        # The API and both workers at once (each may take a second or two to drain), then the
+        # dev server they talk to.
+        procs = [p for p in (self.api_proc, self.worker_proc, self.documents_proc) if p is not None]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(stop_process, procs))
         self.temporal.stop()
 
 
-async def with_staff(stack: Stack) -> Stack:
-    """A started stack with tests.factories.STAFF registered (each with `password_of` their
-    id) and a personal API token of each, and of admin, in `stack.tokens`."""
+async def with_staff(stack: Stack, people: list[dict] | None = None) -> Stack:
+    """A started stack with `people` (default tests.factories.STAFF) registered (each with
+    `password_of` their id) and a personal API token of each, and of admin, in `stack.tokens`."""
     from tests.factories import STAFF, password_of
 
+    people = STAFF if people is None else people
     admin = await stack.token()
-    async with httpx.AsyncClient(base_url=stack.base_url,
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60,
                                  headers={"Authorization": f"Bearer {admin}"}) as client:
-        for person in STAFF:
+        for person in people:
             body = {**person, "password": password_of(person["id"])}
             answer = await client.post("/api/v1/staff", json=body)
             assert answer.status_code == 201, answer.text
-    stack.tokens = {p["id"]: await stack.token(p["id"], password_of(p["id"])) for p in STAFF}
+    stack.tokens = {p["id"]: await stack.token(p["id"], password_of(p["id"])) for p in people}
     stack.tokens["admin"] = admin
     return stack
+
+
+def page_staff() -> list[dict]:
+    """The staff of the shared page stack (conftest `page_stack`): tests.factories.STAFF and
+    Lise, the school's team member of the workbench tests (tests/browser.py PEOPLE)."""
+    from tests.browser import PEOPLE
+    from tests.factories import STAFF
+
+    return [*STAFF, *(p for p in PEOPLE if p["id"] not in {s["id"] for s in STAFF})]
 
 
 def api_as(stack: Stack, user: str) -> httpx.AsyncClient:

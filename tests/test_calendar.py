@@ -1,5 +1,7 @@
 """domain/calendar.py: calendar months clamped to the month's end in local time, working days
-that skip weekends and national holidays (DESIGN §5 "Precise rules")."""
+that skip weekends and national holidays (DESIGN §5 "Precise rules"). Working days are counted
+with the countries' policy data (non-working days); the statutory end of a time limit is in
+tests/test_legal_deadlines.py."""
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -14,9 +16,12 @@ from domain.calendar import (
     end_of_day,
     is_working_day,
 )
+from domain.policy import DK, SE
 
 CPH = "Europe/Copenhagen"
 STO = "Europe/Stockholm"
+DK_DAYS = DK.non_working_days
+SE_DAYS = SE.non_working_days
 
 
 def local(tz: str, *args: int) -> datetime:
@@ -100,10 +105,15 @@ def test_add_months_result_is_in_the_municipality_zone() -> None:
         (date(2026, 12, 25), False),  # Christmas Day (a Friday in 2026)
         (date(2026, 12, 28), True),  # the Monday after Christmas
         (date(2027, 1, 1), False),  # New Year's Day
+        # Forældelsesloven § 27 stk. 2: Grundlovsdag, Christmas Eve, New Year's Eve.
+        (date(2026, 6, 5), False),  # Grundlovsdag (a Friday in 2026)
+        (date(2026, 12, 24), False),  # Christmas Eve (Thursday)
+        (date(2026, 12, 31), False),  # New Year's Eve (Thursday)
+        (date(2026, 6, 4), True),
     ],
 )
 def test_dk_working_days(day: date, working: bool) -> None:
-    assert is_working_day(day, "DK") is working
+    assert is_working_day(day, "DK", DK_DAYS) is working
 
 
 @pytest.mark.parametrize(
@@ -119,62 +129,73 @@ def test_dk_working_days(day: date, working: bool) -> None:
     ],
 )
 def test_se_working_days(day: date, working: bool) -> None:
-    assert is_working_day(day, "SE") is working
+    assert is_working_day(day, "SE", SE_DAYS) is working
 
 
 def test_maundy_thursday_differs_between_countries() -> None:
-    assert not is_working_day(date(2027, 3, 25), "DK")
-    assert is_working_day(date(2027, 3, 25), "SE")
+    assert not is_working_day(date(2027, 3, 25), "DK", DK_DAYS)
+    assert is_working_day(date(2027, 3, 25), "SE", SE_DAYS)
+
+
+def test_without_policy_data_the_old_holiday_list_applies() -> None:
+    # A running case's policy copy from before `non_working_days`: in Denmark 24/31 Dec and
+    # 5 June count as working days, as they did when the case started.
+    assert is_working_day(date(2026, 12, 24), "DK")
+    assert is_working_day(date(2026, 6, 5), "DK")
+    assert not is_working_day(date(2026, 12, 25), "DK")
+    assert not is_working_day(date(2027, 12, 24), "SE")  # Sweden's old list had the eves
+    assert add_working_days(local(CPH, 2026, 12, 23, 9), 5, "DK", CPH).date() == date(2026, 12, 31)
 
 
 def test_working_days_count_from_the_next_day_to_the_end_of_the_due_day() -> None:
     # Friday + 5 working days = the following Friday, 23:59:59 local.
-    result = add_working_days(local(CPH, 2026, 11, 20, 10), 5, "DK", CPH)
+    result = add_working_days(local(CPH, 2026, 11, 20, 10), 5, "DK", CPH, DK_DAYS)
     assert result.isoformat() == "2026-11-27T23:59:59+01:00"
 
 
 def test_working_days_skip_easter_2027_in_denmark() -> None:
     # Wed 24 Mar: Thu 25, Fri 26, Mon 29 are holidays; Tue 30 .. Mon 5 Apr are days 1..5.
     # Also crosses the spring DST change (28 Mar), so the offset is +02:00.
-    result = add_working_days(datetime(2027, 3, 24, 9, 0, tzinfo=UTC), 5, "DK", CPH)
+    result = add_working_days(datetime(2027, 3, 24, 9, 0, tzinfo=UTC), 5, "DK", CPH, DK_DAYS)
     assert result.isoformat() == "2027-04-05T23:59:59+02:00"
 
 
 def test_working_days_skip_christmas_in_denmark() -> None:
-    # Wed 23 Dec 2026: Thu 24 (1), [Fri 25 holiday, weekend], Mon 28 (2), Tue 29 (3),
-    # Wed 30 (4), Thu 31 (5).
-    result = add_working_days(local(CPH, 2026, 12, 23, 9), 5, "DK", CPH)
-    assert result.date() == date(2026, 12, 31)
+    # Wed 23 Dec 2026: [Thu 24 Christmas Eve, Fri 25 holiday, weekend], Mon 28 (1), Tue 29 (2),
+    # Wed 30 (3), [Thu 31 New Year's Eve, Fri 1 Jan, weekend], Mon 4 (4), Tue 5 Jan (5).
+    result = add_working_days(local(CPH, 2026, 12, 23, 9), 5, "DK", CPH, DK_DAYS)
+    assert result.date() == date(2027, 1, 5)
 
 
 def test_working_days_skip_midsummer_eve_in_sweden() -> None:
     # Wed 23 Jun 2027 + 3: Thu 24 (1), [Fri 25 Midsummer Eve, weekend], Mon 28 (2), Tue 29 (3).
-    result = add_working_days(local(STO, 2027, 6, 23, 9), 3, "SE", STO)
+    result = add_working_days(local(STO, 2027, 6, 23, 9), 3, "SE", STO, SE_DAYS)
     assert result.isoformat() == "2027-06-29T23:59:59+02:00"
 
 
 def test_working_days_skip_national_day_in_sweden() -> None:
     # Fri 2 Jun 2028 + 3: Mon 5 (1), [Tue 6 National Day], Wed 7 (2), Thu 8 (3).
-    result = add_working_days(local(STO, 2028, 6, 2, 9), 3, "SE", STO)
+    result = add_working_days(local(STO, 2028, 6, 2, 9), 3, "SE", STO, SE_DAYS)
     assert result.date() == date(2028, 6, 8)
 
 
 def test_working_days_start_from_the_local_date_not_the_utc_date() -> None:
     # Thu 4 Mar 2027 23:30 UTC is already Fri 5 Mar in Copenhagen: + 5 = Fri 12 Mar.
     # Counted from the UTC date it would be Thu 11 Mar.
-    result = add_working_days(datetime(2027, 3, 4, 23, 30, tzinfo=UTC), 5, "DK", CPH)
+    result = add_working_days(datetime(2027, 3, 4, 23, 30, tzinfo=UTC), 5, "DK", CPH, DK_DAYS)
     assert result.date() == date(2027, 3, 12)
 
 
 def test_zero_working_days_is_the_end_of_the_same_day() -> None:
-    result = add_working_days(local(CPH, 2027, 3, 20, 9), 0, "DK", CPH)
+    result = add_working_days(local(CPH, 2027, 3, 20, 9), 0, "DK", CPH, DK_DAYS)
     assert result.isoformat() == "2027-03-20T23:59:59+01:00"
 
 
 def test_working_days_across_a_year_boundary_use_the_new_years_holidays() -> None:
-    # Wed 30 Dec 2026 + 2: Thu 31 (1), [Fri 1 Jan 2027 holiday, weekend], Mon 4 Jan (2).
-    result = add_working_days(local(CPH, 2026, 12, 30, 9), 2, "DK", CPH)
-    assert result.date() == date(2027, 1, 4)
+    # Wed 30 Dec 2026 + 2: [Thu 31 New Year's Eve, Fri 1 Jan 2027 holiday, weekend], Mon 4 Jan (1),
+    # Tue 5 Jan (2).
+    result = add_working_days(local(CPH, 2026, 12, 30, 9), 2, "DK", CPH, DK_DAYS)
+    assert result.date() == date(2027, 1, 5)
 
 
 # ---------------------------------------------------------------- days, hours, tz-awareness

@@ -461,16 +461,16 @@ async def test_a_late_assessment_provisional_then_the_committee_extends_it(stack
 # ---------------------------------------------------------------- in Chromium, with axe
 
 
-async def test_the_forms_in_chromium_keyboard_and_axe(stack: Stack) -> None:
+async def test_the_forms_in_chromium_keyboard_and_axe(stack: Stack, browser) -> None:
     """The same forms as a person uses them in Chromium: filled and sent (one of them with the
     keyboard only), a refusal shown next to its form, axe on every state of the page
     (no serious or critical violation); screenshots under test-artifacts/case-forms/."""
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS, Shots, fail_on_serious, fill, form, new_person, send
+    from tests.browser import CHROMIUM, Shots, fail_on_serious, fill, form, new_person, send
     from tests.browser import stage_of as page_stage
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian package `chromium`)")
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     now = datetime.now(UTC)
     case_id = await new_case(stack, "Family Browser", kind="concern_report", reporter_is_professional=True,
@@ -479,78 +479,73 @@ async def test_the_forms_in_chromium_keyboard_and_axe(stack: Stack) -> None:
                              received_at=(now - timedelta(days=150)).isoformat())
     url = f"{stack.base_url}/cases/{case_id}"
     shots = Shots("case-forms")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            _, page = await new_person(browser, stack, "anna")
-            await page.goto(url)
-            await shots(page, "anna referred take", axe="case: take this case")
-            await send(page, "assign_coordinator")
-            assert await page_stage(page) == "coordinator_assigned"
-            await shots(page, "anna triage and team", axe="case: triage, team, contact, pause")
+    _, page = await new_person(browser, stack, "anna")
+    await page.goto(url)
+    await shots(page, "anna referred take", axe="case: take this case")
+    await send(page, "assign_coordinator")
+    assert await page_stage(page) == "coordinator_assigned"
+    await shots(page, "anna triage and team", axe="case: triage, team, contact, pause")
 
-            # A refusal is shown next to its form with what was typed.
-            await fill(page, "record_contact", {"kind": "phone", "at": local(now + timedelta(days=1)),
-                                                "notes": "Typed before the refusal"})
-            async with page.expect_navigation():
-                await form(page, "record_contact").locator("button[type=submit]").click()
-            await expect(page.locator("#record_contact-refusal")).to_contain_text("is in the future")
-            await expect(page.locator("#record_contact-notes")).to_have_value("Typed before the refusal")
-            await shots(page, "anna contact refused", axe="case: a refused contact")
+    # A refusal is shown next to its form with what was typed.
+    await fill(page, "record_contact", {"kind": "phone", "at": local(now + timedelta(days=1)),
+                                        "notes": "Typed before the refusal"})
+    async with page.expect_navigation():
+        await form(page, "record_contact").locator("button[type=submit]").click()
+    await expect(page.locator("#record_contact-refusal")).to_contain_text("is in the future")
+    await expect(page.locator("#record_contact-notes")).to_have_value("Typed before the refusal")
+    await shots(page, "anna contact refused", axe="case: a refused contact")
 
-            await send(page, "triage", {"child_in_danger": True, "notes": "Safe at home"})
-            await send(page, "form_team", {"members.0.staff_id": "ole"})
-            assert await page_stage(page) == "team_formed"
+    await send(page, "triage", {"child_in_danger": True, "notes": "Safe at home"})
+    await send(page, "form_team", {"members.0.staff_id": "ole"})
+    assert await page_stage(page) == "team_formed"
 
-            # The contact with the keyboard only: focus the form's first field, then Tab on
-            # (through the parts of the date-time field, prefilled with the page's time).
-            async def tab_to(check: str) -> None:
-                trail: list[str] = []
-                script = f"() => {{ const e = document.activeElement; return {check}; }}"
-                while not await page.evaluate(script):
-                    trail.append(await page.evaluate("() => document.activeElement.id || "
-                                                     "document.activeElement.tagName"))
-                    assert len(trail) < 30, f"Tab never reached {check}: {trail}"
-                    await page.keyboard.press("Tab")
+    # The contact with the keyboard only: focus the form's first field, then Tab on
+    # (through the parts of the date-time field, prefilled with the page's time).
+    async def tab_to(check: str) -> None:
+        trail: list[str] = []
+        script = f"() => {{ const e = document.activeElement; return {check}; }}"
+        while not await page.evaluate(script):
+            trail.append(await page.evaluate("() => document.activeElement.id || "
+                                             "document.activeElement.tagName"))
+            assert len(trail) < 30, f"Tab never reached {check}: {trail}"
+            await page.keyboard.press("Tab")
 
-            await page.locator("#record_contact-kind").focus()
-            await page.keyboard.press("ArrowDown")  # the first kind: a phone call
-            await tab_to("e.id === 'record_contact-notes'")
-            await page.keyboard.type("Called Mette")
-            await tab_to("e.type === 'submit' && e.closest('form')?.id === 'form-record_contact'")
-            async with page.expect_navigation():
-                await page.keyboard.press("Enter")
-            await expect(page.locator(".alert-success")).to_be_visible()
-            c = await case(stack, case_id)
-            assert [(x["kind"], x["notes"]) for x in c["contacts"]] == [("phone", "Called Mette")]
+    await page.locator("#record_contact-kind").focus()
+    await page.keyboard.press("ArrowDown")  # the first kind: a phone call
+    await tab_to("e.id === 'record_contact-notes'")
+    await page.keyboard.type("Called Mette")
+    await tab_to("e.type === 'submit' && e.closest('form')?.id === 'form-record_contact'")
+    async with page.expect_navigation():
+        await page.keyboard.press("Enter")
+    await expect(page.locator(".alert-success")).to_be_visible()
+    c = await case(stack, case_id)
+    assert [(x["kind"], x["notes"]) for x in c["contacts"]] == [("phone", "Called Mette")]
 
-            await send(page, "schedule_assessment_meeting", {
-                "at": local(now + timedelta(days=4)), "location": "The family's home"})
-            assert await page_stage(page) == "assessment"
-            await shots(page, "anna assessment", axe="case: the assessment (ICS) form")
-            await send(page, "put_assessment", {"ics.child_development.0.strengths": "Curious",
-                                                "child_views": "Wants to see his friends"})
-            await send(page, "pause", {"reason": "The family asked for a break"})
-            await shots(page, "anna paused", axe="case: paused (resume)")
-            await send(page, "resume")
-            await send(page, "complete_assessment")
-            assert await page_stage(page) == "planning"
+    await send(page, "schedule_assessment_meeting", {
+        "at": local(now + timedelta(days=4)), "location": "The family's home"})
+    assert await page_stage(page) == "assessment"
+    await shots(page, "anna assessment", axe="case: the assessment (ICS) form")
+    await send(page, "put_assessment", {"ics.child_development.0.strengths": "Curious",
+                                        "child_views": "Wants to see his friends"})
+    await send(page, "pause", {"reason": "The family asked for a break"})
+    await shots(page, "anna paused", axe="case: paused (resume)")
+    await send(page, "resume")
+    await send(page, "complete_assessment")
+    assert await page_stage(page) == "planning"
 
-            await page.goto(f"{stack.base_url}/cases/{late_id}")
-            await shots(page, "anna late provisional", axe="case: provisional assessment")
-            await send(page, "provisional_assessment", {"text": "Support continues meanwhile."})
+    await page.goto(f"{stack.base_url}/cases/{late_id}")
+    await shots(page, "anna late provisional", axe="case: provisional assessment")
+    await send(page, "provisional_assessment", {"text": "Support continues meanwhile."})
 
-            _, manager = await new_person(browser, stack, "mia")
-            await manager.goto(f"{stack.base_url}/cases/{late_id}")
-            await shots(manager, "mia reassign and extend", axe="case: reassign, extension (manager)")
-            await send(manager, "extend_assessment", {"new_due_at": local(now + timedelta(days=20)),
-                                                      "decision_ref": "SN 2026/7", "reason": "More time"})
-            at_cap = await form(manager, "assign_coordinator").locator("[name=override]").count()
-            await send(manager, "assign_coordinator",
-                       {"coordinator_id": "bo", **({"override": True} if at_cap else {})})
-            await shots(manager, "mia reassigned")
-        finally:
-            await browser.close()
+    _, manager = await new_person(browser, stack, "mia")
+    await manager.goto(f"{stack.base_url}/cases/{late_id}")
+    await shots(manager, "mia reassign and extend", axe="case: reassign, extension (manager)")
+    await send(manager, "extend_assessment", {"new_due_at": local(now + timedelta(days=20)),
+                                              "decision_ref": "SN 2026/7", "reason": "More time"})
+    at_cap = await form(manager, "assign_coordinator").locator("[name=override]").count()
+    await send(manager, "assign_coordinator",
+               {"coordinator_id": "bo", **({"override": True} if at_cap else {})})
+    await shots(manager, "mia reassigned")
     c = await case(stack, late_id)
     assert c["coordinator_id"] == "bo" and c["assessment_extensions"] and c["provisional_assessments"]
     print("\n" + shots.table.text())

@@ -229,25 +229,9 @@ def _hidden(html: str, form_id: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory):
-    import httpx
-
-    from tests.e2e_stack import Stack
-    from tests.factories import STAFF, password_of
-
-    s = Stack(Path(tmp_path_factory.mktemp("case-page-stack")) / "data")
-    try:
-        await s.start()
-        admin = await s.token()
-        async with httpx.AsyncClient(base_url=s.base_url,
-                                     headers={"Authorization": f"Bearer {admin}"}) as c:
-            for person in STAFF:
-                body = {**person, "password": password_of(person["id"])}
-                assert (await c.post("/api/v1/staff", json=body)).status_code == 201
-        s.tokens = {p["id"]: await s.token(p["id"], password_of(p["id"])) for p in STAFF}
-        yield s
-    finally:
-        s.stop()
+def stack(page_stack):
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 async def test_a_form_from_a_stale_page_is_refused_with_what_changed(stack) -> None:
@@ -311,19 +295,18 @@ async def test_a_form_from_a_stale_page_is_refused_with_what_changed(stack) -> N
             await client.aclose()
 
 
-async def test_the_case_page_in_chromium_axe_and_the_refusal_in_view(stack) -> None:
+async def test_the_case_page_in_chromium_axe_and_the_refusal_in_view(stack, browser) -> None:
     """The page as people see it (coordinator, manager; a phone's width too): no axe violation
     of impact serious or critical, screenshots under test-artifacts/case-page/, and a refused
     form comes back scrolled to and focused on its refusal."""
     import httpx
 
     from tests.axe import AxeTable
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS, Shots, new_person
+    from tests.browser import CHROMIUM, Shots, new_person
     from tests.factories import case_create_body
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian package `chromium`)")
-    from playwright.async_api import async_playwright
 
     mia = httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=60,
                             headers={"Authorization": f"Bearer {stack.tokens['mia']}"})
@@ -343,38 +326,33 @@ async def test_the_case_page_in_chromium_axe_and_the_refusal_in_view(stack) -> N
 
     table = AxeTable()
     shots = Shots("case-page", table)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            _, anna = await new_person(browser, stack, "anna")
-            await anna.goto(f"{stack.base_url}/cases/{case_id}")
-            assert await anna.locator("#case-stage").get_attribute("data-stage") == "team_formed"
-            assert "First contact with the family" in await anna.locator("#deadlines").inner_text()
-            await shots(anna, "coordinator team formed", axe="case page: coordinator")
+    _, anna = await new_person(browser, stack, "anna")
+    await anna.goto(f"{stack.base_url}/cases/{case_id}")
+    assert await anna.locator("#case-stage").get_attribute("data-stage") == "team_formed"
+    assert "First contact with the family" in await anna.locator("#deadlines").inner_text()
+    await shots(anna, "coordinator team formed", axe="case page: coordinator")
 
-            # A refused form (no reason for the pause): the page comes back focused on it.
-            await anna.locator("#form-pause button[type=submit]").scroll_into_view_if_needed()
-            await anna.evaluate("document.querySelector('#form-pause textarea').removeAttribute('required')")
-            async with anna.expect_navigation():
-                await anna.locator("#form-pause button[type=submit]").click()
-            focused = await anna.evaluate("document.activeElement && document.activeElement.id")
-            assert focused == "pause-refusal", focused
-            await shots(anna, "coordinator refused pause", axe="case page: a refused form")
+    # A refused form (no reason for the pause): the page comes back focused on it.
+    await anna.locator("#form-pause button[type=submit]").scroll_into_view_if_needed()
+    await anna.evaluate("document.querySelector('#form-pause textarea').removeAttribute('required')")
+    async with anna.expect_navigation():
+        await anna.locator("#form-pause button[type=submit]").click()
+    focused = await anna.evaluate("document.activeElement && document.activeElement.id")
+    assert focused == "pause-refusal", focused
+    await shots(anna, "coordinator refused pause", axe="case page: a refused form")
 
-            _, mia_page = await new_person(browser, stack, "mia")
-            await mia_page.goto(f"{stack.base_url}/cases/{case_id}")
-            await mia_page.locator("#reasons").wait_for()
-            await shots(mia_page, "manager", axe="case page: manager")
+    _, mia_page = await new_person(browser, stack, "mia")
+    await mia_page.goto(f"{stack.base_url}/cases/{case_id}")
+    await mia_page.locator("#reasons").wait_for()
+    await shots(mia_page, "manager", axe="case page: manager")
 
-            _, phone = await new_person(browser, stack, "anna", viewport={"width": 375, "height": 800},
-                                        locale="da-DK")
-            await phone.goto(f"{stack.base_url}/cases/{case_id}")
-            assert await phone.locator("html").get_attribute("lang") == "da"
-            width = await phone.evaluate("document.documentElement.scrollWidth")
-            await shots(phone, "coordinator phone da", axe="case page: phone, Danish")
-            assert width <= 380, f"the page is {width}px wide on a 375px phone"
-        finally:
-            await browser.close()
+    _, phone = await new_person(browser, stack, "anna", viewport={"width": 375, "height": 800},
+                                locale="da-DK")
+    await phone.goto(f"{stack.base_url}/cases/{case_id}")
+    assert await phone.locator("html").get_attribute("lang") == "da"
+    width = await phone.evaluate("document.documentElement.scrollWidth")
+    await shots(phone, "coordinator phone da", axe="case page: phone, Danish")
+    assert width <= 380, f"the page is {width}px wide on a 375px phone"
     print("\n" + table.text())
     table.write(shots.dir / "axe.txt")
     assert not table.failures(), table.failures()

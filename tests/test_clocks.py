@@ -249,8 +249,9 @@ def test_triage_stops_the_triage_clock_and_the_receipt_clock_runs_on() -> None:
     # 24 clock hours (not 24 wall-clock hours): 10:00 CET becomes 11:00 CEST.
     assert triage.due_at == datetime(2027, 3, 28, 11, 0, tzinfo=CPH)
     assert triage.remind_at == []
-    assert receipt.due_at == datetime(2027, 4, 2, 10, 0, tzinfo=CPH)  # 6 days
-    assert receipt.remind_at == [datetime(2027, 3, 31, 10, 0, tzinfo=CPH)]
+    # 6 days, the last day counted whole (DK Forældelsesloven § 27 stk. 1).
+    assert receipt.due_at == datetime(2027, 4, 2, 23, 59, 59, tzinfo=CPH)
+    assert receipt.remind_at == [datetime(2027, 3, 31, 23, 59, 59, tzinfo=CPH)]
     now = received + timedelta(hours=2)
     run(state, "assign_coordinator", MARIA, {"coordinator_id": "anna"}, now=now)
     run(state, "triage", ANNA, {"child_in_danger": False}, now=now)
@@ -301,14 +302,16 @@ def test_a_late_reminder_is_sent_not_skipped_while_the_deadline_has_not_passed()
 @pytest.mark.parametrize(
     ("received", "three_months", "due"),
     [
+        # The 3-month reminder keeps the referral's clock time; the deadline's last day counts
+        # whole (Forældelsesloven § 27 stk. 1: due at its end, local time).
         # 31 January: the reminder is clamped to 30 April, the deadline is 31 May.
-        ("2027-01-31T09:00:00Z", "2027-04-30T10:00:00+02:00", "2027-05-31T10:00:00+02:00"),
+        ("2027-01-31T09:00:00Z", "2027-04-30T10:00:00+02:00", "2027-05-31T23:59:59+02:00"),
         # 30 November: February is clamped; the deadline itself is after the spring DST change.
-        ("2026-11-30T09:00:00Z", "2027-02-28T10:00:00+01:00", "2027-03-30T10:00:00+02:00"),
+        ("2026-11-30T09:00:00Z", "2027-02-28T10:00:00+01:00", "2027-03-30T23:59:59+02:00"),
         # 31 October 2027: leap February 2028.
-        ("2027-10-31T09:00:00Z", "2028-01-31T10:00:00+01:00", "2028-02-29T10:00:00+01:00"),
+        ("2027-10-31T09:00:00Z", "2028-01-31T10:00:00+01:00", "2028-02-29T23:59:59+01:00"),
         # Late evening UTC is already the next day in Copenhagen.
-        ("2027-01-31T23:30:00Z", "2027-05-01T00:30:00+02:00", "2027-06-01T00:30:00+02:00"),
+        ("2027-01-31T23:30:00Z", "2027-05-01T00:30:00+02:00", "2027-06-01T23:59:59+02:00"),
     ],
 )
 def test_assessment_reminds_at_three_calendar_months_and_two_weeks_before(
@@ -380,7 +383,8 @@ def test_a_reminder_sent_before_the_pause_is_not_sent_again_after_it() -> None:
     now = RECEIVED + timedelta(hours=1)
     state = in_planning(now)
     plan = deadline(state, DeadlineKind.plan)
-    assert plan.due_at == datetime(2027, 5, 1, 11, 0, tzinfo=CPH)  # 3 months, summer time
+    # 3 months: Saturday 1 May moves to Monday 3 May, due at its end (Forældelsesloven § 27).
+    assert plan.due_at == datetime(2027, 5, 3, 23, 59, 59, tzinfo=CPH)
     clocks.fire(state, plan.remind_at[0] + timedelta(hours=1))
     assert steps(plan) == [("reminder", 0, "owner", False)]
     paused_at = plan.remind_at[0] + timedelta(days=2)
@@ -484,7 +488,8 @@ def test_se_extension_moves_the_due_date_and_restarts_the_reminders() -> None:
     received = datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
     state = new(received=received, policy=SE)
     a = deadline(state, DeadlineKind.assessment)
-    assert a.due_at == datetime(2027, 5, 15, 10, 0, tzinfo=STO)
+    # 4 months: Saturday 15 May moves to Monday 17 May, due at its end (lag 1930:173 1-2 §§).
+    assert a.due_at == datetime(2027, 5, 17, 23, 59, 59, tzinfo=STO)
     clocks.fire(state, a.due_at + timedelta(days=1))
     assert [s[0] for s in steps(a)] == ["reminder", "reminder", "overdue"]
     history_before = len(state.history)
@@ -553,7 +558,7 @@ def test_family_checkins_follow_the_contact_preference(preference: str, days: in
     assert checkin.due_at == now.astimezone(CPH) + timedelta(days=days)
     assert (checkin.owner, checkin.remind_at) == ("anna", [checkin.due_at - timedelta(days=2)])
     # The statutory clocks do not depend on the preference.
-    assert deadline(state, DeadlineKind.assessment).due_at == datetime(2027, 6, 1, 10, 0, tzinfo=CPH)
+    assert deadline(state, DeadlineKind.assessment).due_at == datetime(2027, 6, 1, 23, 59, 59, tzinfo=CPH)
     later = now + timedelta(days=5)
     run(state, "record_contact", ANNA, {"kind": "home_visit", "at": later.isoformat()}, now=later)
     assert checkin.status is DeadlineStatus.met
@@ -566,9 +571,10 @@ def test_first_followup_then_the_cadence_set_at_it() -> None:
     now = datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
     state = active(now)
     first = deadline(state, DeadlineKind.first_followup)
-    assert first.due_at == datetime(2027, 6, 1, 10, 0, tzinfo=CPH)  # 3 months after measures start
+    # 3 months after measures start, to the end of the last day.
+    assert first.due_at == datetime(2027, 6, 1, 23, 59, 59, tzinfo=CPH)
     assert first.legal_basis == DK.legal_basis["first_followup"]
-    assert first.remind_at == [datetime(2027, 5, 18, 10, 0, tzinfo=CPH)]
+    assert first.remind_at == [datetime(2027, 5, 18, 23, 59, 59, tzinfo=CPH)]
     clocks.fire(state, first.remind_at[0])
     clocks.fire(state, first.due_at)
     assert [s[0] for s in steps(first)] == ["reminder", "overdue"]
@@ -580,13 +586,14 @@ def test_first_followup_then_the_cadence_set_at_it() -> None:
     cadence = next(h for h in state.history if h.event == "followup_cadence_set")
     assert cadence.detail == {"months": 2, "reason": "Fragile start"}
     follow = deadline(state, DeadlineKind.followup)
-    assert follow.due_at == datetime(2027, 8, 3, 10, 0, tzinfo=CPH)
+    assert follow.due_at == datetime(2027, 8, 3, 23, 59, 59, tzinfo=CPH)
     clocks.fire(state, first.due_at + timedelta(days=30))
     assert steps(first) == [("reminder", 0, "owner", False), ("overdue", 0, "coordinator", False)]
     at2 = datetime(2027, 7, 30, 8, 0, tzinfo=UTC)
     run(state, "status_meeting", ANNA, {"at": at2.isoformat(), "participants": ["anna"]}, now=at2)
     assert follow.status is DeadlineStatus.met
-    assert deadline(state, DeadlineKind.followup, 2).due_at == datetime(2027, 9, 30, 10, 0, tzinfo=CPH)
+    assert deadline(state, DeadlineKind.followup, 2).due_at == datetime(2027, 9, 30, 23, 59, 59,
+                                                                       tzinfo=CPH)
 
 
 def test_committee_decision_within_21_days_climbs_to_the_manager() -> None:
@@ -674,20 +681,22 @@ def test_moving_the_policy_needs_a_known_version_and_a_reason() -> None:
         (DK, "2027-03-24T09:00:00Z", DeadlineKind.first_contact, "2027-04-05T23:59:59+02:00"),
         # Sweden works on Maundy Thursday; 3 working days.
         (SE, "2027-03-24T09:00:00Z", DeadlineKind.first_contact, "2027-03-31T23:59:59+02:00"),
-        # Christmas and the New Year.
-        (DK, "2026-12-23T09:00:00Z", DeadlineKind.first_contact, "2026-12-31T23:59:59+01:00"),
-        (DK, "2027-12-22T09:00:00Z", DeadlineKind.first_contact, "2027-12-29T23:59:59+01:00"),
+        # Christmas and the New Year; 24 and 31 Dec are not working days in Denmark either
+        # (Forældelsesloven § 27 stk. 2).
+        (DK, "2026-12-23T09:00:00Z", DeadlineKind.first_contact, "2027-01-05T23:59:59+01:00"),
+        (DK, "2027-12-22T09:00:00Z", DeadlineKind.first_contact, "2027-12-30T23:59:59+01:00"),
         (SE, "2027-12-22T09:00:00Z", DeadlineKind.first_contact, "2027-12-28T23:59:59+01:00"),
         # Ascension Day.
         (DK, "2027-05-04T09:00:00Z", DeadlineKind.first_contact, "2027-05-12T23:59:59+02:00"),
         (SE, "2027-05-04T09:00:00Z", DeadlineKind.first_contact, "2027-05-10T23:59:59+02:00"),
         # Midsummer Eve counts as a holiday for Swedish deadlines.
         (SE, "2027-06-22T09:00:00Z", DeadlineKind.first_contact, "2027-06-28T23:59:59+02:00"),
-        # Calendar months, clamped, local wall-clock time kept.
-        (DK, "2027-01-31T09:00:00Z", DeadlineKind.assessment, "2027-05-31T10:00:00+02:00"),
-        (DK, "2027-10-31T09:00:00Z", DeadlineKind.assessment, "2028-02-29T10:00:00+01:00"),
-        (SE, "2027-06-30T09:00:00Z", DeadlineKind.assessment, "2027-10-30T11:00:00+02:00"),
-        (DK, "2027-07-31T09:00:00Z", DeadlineKind.assessment, "2027-11-30T11:00:00+01:00"),
+        # Calendar months, clamped, to the end of the last day (local), off a weekend:
+        # Saturday 30 Oct 2027 moves to Monday 1 Nov (after the autumn DST change).
+        (DK, "2027-01-31T09:00:00Z", DeadlineKind.assessment, "2027-05-31T23:59:59+02:00"),
+        (DK, "2027-10-31T09:00:00Z", DeadlineKind.assessment, "2028-02-29T23:59:59+01:00"),
+        (SE, "2027-06-30T09:00:00Z", DeadlineKind.assessment, "2027-11-01T23:59:59+01:00"),
+        (DK, "2027-07-31T09:00:00Z", DeadlineKind.assessment, "2027-11-30T23:59:59+01:00"),
     ],
     ids=lambda v: getattr(v, "country", None) or str(v)[:16],
 )
@@ -713,7 +722,8 @@ def test_pending_instants_survive_a_json_round_trip_across_dst() -> None:
     instead of Europe/Copenhagen); the instants the clocks fire at must not move with it."""
     state = new(received=datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
     a = deadline(state, DeadlineKind.assessment)
-    assert a.due_at.isoformat() == "2027-03-20T10:00:00+01:00"  # its ladder climbs into summer time
+    # Saturday 20 Mar moves to Monday 22 Mar; its ladder climbs into summer time.
+    assert a.due_at.isoformat() == "2027-03-22T23:59:59+01:00"
     again = CaseState.model_validate_json(state.model_dump_json())
     before = [(e.key, e.at) for e in clocks.pending(state)]
     after = [(e.key, e.at) for e in clocks.pending(again)]

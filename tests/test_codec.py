@@ -34,6 +34,7 @@ from tests.conftest import running_worker
 from tests.factories import case_create_body, ctx
 from workflows.case import FamilyCaseWorkflow
 from workflows.codec import (
+    COMPRESSION_META,
     ENCODING,
     ENV_KEY,
     ENV_KEY_ID,
@@ -100,6 +101,35 @@ async def test_unknown_key_id_and_tampering_are_refused() -> None:
     relabelled.metadata[KEY_ID_META] = b"b"  # the key id is bound as associated data
     with pytest.raises(EncryptionKeyError, match="failed authentication"):
         await EncryptionCodec("b", {"a": KEY_A, "b": KEY_A}).decode([relabelled])
+
+
+async def test_big_payloads_are_compressed_and_the_mark_is_authenticated() -> None:
+    codec = EncryptionCodec("a", {"a": KEY_A})
+    state = plain(json.dumps({"history": [{"event": "contact_recorded", "detail": "phone"}] * 200}))
+    small = plain('"x"')
+    big, tiny = await codec.encode([state, small])
+    assert big.metadata[COMPRESSION_META] == b"zlib" and COMPRESSION_META not in tiny.metadata
+    assert len(big.data) < len(state.SerializeToString()) / 4
+    assert await codec.decode([big, tiny]) == [state, small]
+    # Written before compression (no mark): still readable.
+    before = Payload()
+    before.CopyFrom(tiny)
+    assert await codec.decode([before]) == [small]
+    # The mark is bound as associated data: dropping or adding it fails authentication.
+    for forged, mark in ((big, None), (tiny, b"zlib")):
+        changed = Payload()
+        changed.CopyFrom(forged)
+        if mark is None:
+            del changed.metadata[COMPRESSION_META]
+        else:
+            changed.metadata[COMPRESSION_META] = mark
+        with pytest.raises(EncryptionKeyError, match="failed authentication"):
+            await codec.decode([changed])
+    unknown = Payload()
+    unknown.CopyFrom(big)
+    unknown.metadata[COMPRESSION_META] = b"lz4"
+    with pytest.raises(EncryptionKeyError, match="unknown compression"):
+        await codec.decode([unknown])
 
 
 async def test_decrypt_only_codec_writes_plaintext() -> None:

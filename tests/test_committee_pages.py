@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +22,7 @@ from markupsafe import escape
 
 from api.pages import i18n
 from api.pages.committee import asked_funding, check_funding
-from tests.e2e_stack import SignedIn, Stack, api_as, with_staff
+from tests.e2e_stack import SignedIn, Stack, api_as
 from tests.factories import case_create_body, plan_body
 from tests.test_case_forms import forms_of
 from tests.test_domain_lifecycle import ASSESSMENT
@@ -73,14 +72,9 @@ def test_a_split_must_add_up_to_100_percent() -> None:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack(Path(tmp_path_factory.mktemp("committee-pages")) / "data")
-    try:
-        await s.start()
-        await with_staff(s)
-        yield s
-    finally:
-        s.stop()
+def stack(page_stack: Stack) -> Stack:
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
@@ -253,14 +247,12 @@ async def test_only_the_committee_managers_and_admins_see_the_committee(stack: S
 
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is missing")
-async def test_the_pages_in_a_browser_pass_axe_and_fit_a_phone(stack: Stack) -> None:
+async def test_the_pages_in_a_browser_pass_axe_and_fit_a_phone(stack: Stack, browser) -> None:
     """New referral, the committee, the staff directory, the manager pages, sign-in and the
     error page in real Chromium: a screenshot of each, axe-core finds nothing serious or
     critical, and at a phone's width nothing makes the page scroll sideways."""
-    from playwright.async_api import async_playwright
-
     from tests.axe import AxeTable
-    from tests.browser import CHROMIUM_ARGS, Shots, fail_on_serious, new_person, no_server_errors
+    from tests.browser import Shots, fail_on_serious, new_person, no_server_errors
 
     case_id, item_id = await escalated_case(stack, "Family Browser")
     table = AxeTable()
@@ -275,90 +267,85 @@ async def test_the_pages_in_a_browser_pass_axe_and_fit_a_phone(stack: Stack) -> 
         await page.set_viewport_size({"width": 1280, "height": 900})
         assert overflow <= 1, (path, overflow)
 
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            # Sign-in pages, as nobody yet.
-            context = await browser.new_context(locale="en-GB")
-            page = await context.new_page()
-            await page.goto(stack.base_url + "/login")
-            await shots(page, "login", axe="login")
-            await page.fill("#staff_id", "anna")
-            await page.fill("#password", "not the password")
-            await page.click("#form-login button[type=submit]")
-            await shots(page, "login refused", axe="login refused")
-            await page.goto(stack.base_url + "/set-password?token=x")
-            await shots(page, "set password", axe="set password")
-            await context.close()
+    # Sign-in pages, as nobody yet.
+    context = await browser.new_context(locale="en-GB")
+    page = await context.new_page()
+    await page.goto(stack.base_url + "/login")
+    await shots(page, "login", axe="login")
+    await page.fill("#staff_id", "anna")
+    await page.fill("#password", "not the password")
+    await page.click("#form-login button[type=submit]")
+    await shots(page, "login refused", axe="login refused")
+    await page.goto(stack.base_url + "/set-password?token=x")
+    await shots(page, "set password", axe="set password")
+    await context.close()
 
-            # The coordinator: New referral, refused, then the duplicate warning; no committee.
-            context, page = await new_person(browser, stack, "anna")
-            await page.goto(stack.base_url + "/cases/new")
-            await shots(page, "new referral", axe="new referral")
-            await page.click("#form-register_referral button[type=submit]")
-            await shots(page, "new referral refused", axe="new referral refused")
-            await page.fill("#form-register_referral-referral-reason", "Needs support at school")
-            await page.select_option("#form-register_referral-referral-source", "school")
-            await page.fill("#form-register_referral-family-name", "Family Browser Again")
-            await page.fill("#form-register_referral-family-members-0-name", "Emil")
-            await page.fill("#form-register_referral-family-members-0-birth_date", "2015-03-02")
-            await page.check("#form-register_referral-consent-coordinated_handling-1")
-            await page.click("#form-register_referral button[type=submit]")
-            await page.wait_for_selector("#duplicate-warning")
-            await shots(page, "new referral duplicate", axe="new referral: possible duplicate")
-            await fits_a_phone(page, "/cases/new")
-            await page.goto(stack.base_url + "/cases")
-            await shots(page, "cases coordinator", axe="cases (coordinator)")
-            await page.goto(stack.base_url + "/committee")
-            await shots(page, "committee refused", axe="error page (403)")
-            await context.close()
+    # The coordinator: New referral, refused, then the duplicate warning; no committee.
+    context, page = await new_person(browser, stack, "anna")
+    await page.goto(stack.base_url + "/cases/new")
+    await shots(page, "new referral", axe="new referral")
+    await page.click("#form-register_referral button[type=submit]")
+    await shots(page, "new referral refused", axe="new referral refused")
+    await page.fill("#form-register_referral-referral-reason", "Needs support at school")
+    await page.select_option("#form-register_referral-referral-source", "school")
+    await page.fill("#form-register_referral-family-name", "Family Browser Again")
+    await page.fill("#form-register_referral-family-members-0-name", "Emil")
+    await page.fill("#form-register_referral-family-members-0-birth_date", "2015-03-02")
+    await page.check("#form-register_referral-consent-coordinated_handling-1")
+    await page.click("#form-register_referral button[type=submit]")
+    await page.wait_for_selector("#duplicate-warning")
+    await shots(page, "new referral duplicate", axe="new referral: possible duplicate")
+    await fits_a_phone(page, "/cases/new")
+    await page.goto(stack.base_url + "/cases")
+    await shots(page, "cases coordinator", axe="cases (coordinator)")
+    await page.goto(stack.base_url + "/committee")
+    await shots(page, "committee refused", axe="error page (403)")
+    await context.close()
 
-            # The committee: the agenda and a refused split.
-            context, page = await new_person(browser, stack, "board")
-            await page.goto(stack.base_url + "/committee")
-            await page.wait_for_selector(f"[data-item='{item_id}']")
-            await shots(page, "committee", axe="committee")
-            fname = f"form-committee_decision-{item_id}"
-            await page.check(f"#{fname}-decision-1")
-            await page.fill(f"#{fname}-funding-1-percent", "30")
-            await page.click(f"#{fname} button[type=submit]")
-            await page.wait_for_selector(f"#{fname}-refusal")
-            await shots(page, "committee refused split", axe="committee: split refused")
-            await fits_a_phone(page, "/committee")
-            await context.close()
+    # The committee: the agenda and a refused split.
+    context, page = await new_person(browser, stack, "board")
+    await page.goto(stack.base_url + "/committee")
+    await page.wait_for_selector(f"[data-item='{item_id}']")
+    await shots(page, "committee", axe="committee")
+    fname = f"form-committee_decision-{item_id}"
+    await page.check(f"#{fname}-decision-1")
+    await page.fill(f"#{fname}-funding-1-percent", "30")
+    await page.click(f"#{fname} button[type=submit]")
+    await page.wait_for_selector(f"#{fname}-refusal")
+    await shots(page, "committee refused split", axe="committee: split refused")
+    await fits_a_phone(page, "/committee")
+    await context.close()
 
-            # The manager's pages.
-            context, page = await new_person(browser, stack, "mia")
-            for path, name in (("/dashboard", "overview"), ("/stuck", "stuck cases"), ("/cases", "cases"),
-                               ("/reports", "reports"), (f"/reports/{month}", "monthly report")):
-                await page.goto(stack.base_url + path)
-                await shots(page, name, axe=name)
-            await fits_a_phone(page, "/stuck")
-            await context.close()
+    # The manager's pages.
+    context, page = await new_person(browser, stack, "mia")
+    for path, name in (("/dashboard", "overview"), ("/stuck", "stuck cases"), ("/cases", "cases"),
+                       ("/reports", "reports"), (f"/reports/{month}", "monthly report")):
+        await page.goto(stack.base_url + path)
+        await shots(page, name, axe=name)
+    await fits_a_phone(page, "/stuck")
+    await context.close()
 
-            # The administrator: the staff directory, a new person's one-time link.
-            context = await browser.new_context(locale="en-GB")
-            page = await context.new_page()
-            await page.goto(stack.base_url + "/login")
-            await page.fill("#staff_id", "admin")
-            from tests.e2e_stack import ADMIN_PASSWORD
+    # The administrator: the staff directory, a new person's one-time link.
+    context = await browser.new_context(locale="en-GB")
+    page = await context.new_page()
+    await page.goto(stack.base_url + "/login")
+    await page.fill("#staff_id", "admin")
+    from tests.e2e_stack import ADMIN_PASSWORD
 
-            await page.fill("#password", ADMIN_PASSWORD)
-            await page.click("#form-login button[type=submit]")
-            await page.goto(stack.base_url + "/staff")
-            await shots(page, "staff", axe="staff")
-            await page.fill("#form-register_staff-id", "nina")
-            await page.fill("#form-register_staff-name", "Nina Sand")
-            await page.select_option("#form-register_staff-discipline", "family_therapist")
-            await page.fill("#form-register_staff-department", "children_disability")
-            await page.check("#form-register_staff-roles-team_member")
-            await page.click("#form-register_staff button[type=submit]")
-            await page.wait_for_selector("#password-link-url")
-            await shots(page, "staff link", axe="staff: one-time link")
-            await fits_a_phone(page, "/staff")
-            await context.close()
-        finally:
-            await browser.close()
+    await page.fill("#password", ADMIN_PASSWORD)
+    await page.click("#form-login button[type=submit]")
+    await page.goto(stack.base_url + "/staff")
+    await shots(page, "staff", axe="staff")
+    await page.fill("#form-register_staff-id", "nina")
+    await page.fill("#form-register_staff-name", "Nina Sand")
+    await page.select_option("#form-register_staff-discipline", "family_therapist")
+    await page.fill("#form-register_staff-department", "children_disability")
+    await page.check("#form-register_staff-roles-team_member")
+    await page.click("#form-register_staff button[type=submit]")
+    await page.wait_for_selector("#password-link-url")
+    await shots(page, "staff link", axe="staff: one-time link")
+    await fits_a_phone(page, "/staff")
+    await context.close()
     table.write(shots.dir / "axe.txt")
     no_server_errors()
     fail_on_serious(table)

@@ -678,7 +678,9 @@ async def test_http_revoke_narrows_access_at_once(api) -> None:
         print(f"\nrevoke answer -> refused read: {', '.join(f'{s:.1f}' for s in samples)} ms "
               f"(max {max(samples):.1f} ms)")
 
-        again = await anna.post(f"/cases/{cid}/consents/{consent_id}/revoke")
+        # Sent again with a key of its own (on purpose, not a retry: domain/retries.py): 409.
+        again = await anna.post(f"/cases/{cid}/consents/{consent_id}/revoke",
+                                headers={"Idempotency-Key": "revoke-again"})
         assert again.status_code == 409 and "already revoked" in again.json()["detail"]
         r = await anna.patch(f"/cases/{cid}/consents/{consent_id}", json={"expires_at": expires})
         assert r.status_code == 409

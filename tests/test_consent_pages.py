@@ -330,12 +330,12 @@ async def test_a_team_member_sees_none_of_the_family_forms(world) -> None:
 # ---------------------------------------------------------------- in Chromium, with axe
 
 
-async def test_the_consent_forms_in_chromium_with_axe(world) -> None:
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS, Shots, fail_on_serious, fill, new_person, send
+async def test_the_consent_forms_in_chromium_with_axe(world, browser) -> None:
+    from tests.browser import CHROMIUM, Shots, fail_on_serious, fill, new_person, send
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian package `chromium`)")
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     stack, _ = world
     case_id = await new_case(stack, "Family Browser Consent", coordinated=False,
@@ -343,30 +343,25 @@ async def test_the_consent_forms_in_chromium_with_axe(world) -> None:
     async with api(stack, "anna") as api_anna:
         await api_anna.post(f"/cases/{case_id}/focus-points", json={"text": "Sleep and school"})
     shots = Shots("consent-pages")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            _, page = await new_person(browser, stack, "anna")
-            await page.goto(f"{stack.base_url}/cases/{case_id}")
-            await expect(page.locator("#consent-pending")).to_contain_text("Ole Dam")
-            await shots(page, "anna consents pending", axe="case: consents, waiting for consent")
-            await shots(page, "consents section", part="#consents")
-            await shots(page, "give consent form", part="#section-give_consent")
-            await shots(page, "invite form", part="#section-invite_family")
-            await fill(page, "give_consent", {"expires_at": (date.today() + timedelta(days=60)).isoformat()})
-            await send(page, "give_consent")
-            await expect(page.locator(".alert-success")).to_contain_text("Consent c2 is recorded")
-            await send(page, "invite_family", {"invitee": "m2:email"})
-            await send(page, "confirm_focus_points")
-            await shots(page, "anna consent recorded", axe="case: consent recorded, invitation sent")
-            await page.goto(f"{stack.base_url}/cases/{case_id}?consent=c2#section-revoke_consent")
-            await fill(page, "revoke_consent", {"confirm": True})
-            await send(page, "revoke_consent")
-            await expect(page.locator("#consent-pending")).to_contain_text("Ole Dam")
-            await shots(page, "anna consent revoked", axe="case: consent revoked")
-            await shots(page, "consents after revoke", part="#consents")
-            await shots(page, "revoke form", part="#section-revoke_consent")
-        finally:
-            await browser.close()
+    _, page = await new_person(browser, stack, "anna")
+    await page.goto(f"{stack.base_url}/cases/{case_id}")
+    await expect(page.locator("#consent-pending")).to_contain_text("Ole Dam")
+    await shots(page, "anna consents pending", axe="case: consents, waiting for consent")
+    await shots(page, "consents section", part="#consents")
+    await shots(page, "give consent form", part="#section-give_consent")
+    await shots(page, "invite form", part="#section-invite_family")
+    await fill(page, "give_consent", {"expires_at": (date.today() + timedelta(days=60)).isoformat()})
+    await send(page, "give_consent")
+    await expect(page.locator(".alert-success")).to_contain_text("Consent c2 is recorded")
+    await send(page, "invite_family", {"invitee": "m2:email"})
+    await send(page, "confirm_focus_points")
+    await shots(page, "anna consent recorded", axe="case: consent recorded, invitation sent")
+    await page.goto(f"{stack.base_url}/cases/{case_id}?consent=c2#section-revoke_consent")
+    await fill(page, "revoke_consent", {"confirm": True})
+    await send(page, "revoke_consent")
+    await expect(page.locator("#consent-pending")).to_contain_text("Ole Dam")
+    await shots(page, "anna consent revoked", axe="case: consent revoked")
+    await shots(page, "consents after revoke", part="#consents")
+    await shots(page, "revoke form", part="#section-revoke_consent")
     print("\naxe:\n" + shots.table.text())
     fail_on_serious(shots.table)

@@ -101,92 +101,87 @@ async def seed(stack: Stack) -> dict[str, str]:
     return ids
 
 
-async def test_a_manager_finds_the_stuck_case_and_reassigns_through_the_pages(stack: Stack) -> None:
-    from playwright.async_api import async_playwright, expect
+async def test_a_manager_finds_the_stuck_case_and_reassigns_through_the_pages(stack: Stack, browser) -> None:
+    from playwright.async_api import expect
 
     ids = await seed(stack)
     ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-GB")
-            page = await context.new_page()
-            page.set_default_timeout(20_000)
+    context = await browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-GB")
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
 
-            # Not signed in: the overview asks who you are.
-            await page.goto(stack.base_url + "/dashboard")
-            assert "/login" in page.url
-            await page.fill("#staff_id", "mia")
-            await page.fill("#password", password_of("mia"))
-            await page.click("#form-login button[type=submit]")
-            await page.wait_for_url(stack.base_url + "/dashboard")
+    # Not signed in: the overview asks who you are.
+    await page.goto(stack.base_url + "/dashboard")
+    assert "/login" in page.url
+    await page.fill("#staff_id", "mia")
+    await page.fill("#password", password_of("mia"))
+    await page.click("#form-login button[type=submit]")
+    await page.wait_for_url(stack.base_url + "/dashboard")
 
-            # The overview: open cases by stage, and the overdue case with its reason in words.
-            await expect(page.locator("h1")).to_contain_text(en("dash.overview.title"))
-            await expect(page.locator("#open-total")).to_have_text("3")
-            row = page.locator(f"table.of-stuck tr[data-case='{ids['overdue']}']")
-            await expect(row).to_be_visible()
-            reason = row.locator("[data-reason='overdue:first_contact']")
-            words = en("dash.reason.overdue", deadline=en("dash.deadline.first_contact"))
-            await expect(reason).to_have_text(words)
-            await expect(row).to_contain_text("Family Overdue")
-            await expect(page.locator(f"table.of-stuck tr[data-case='{ids['assigned']}']")).to_have_count(0)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+    # The overview: open cases by stage, and the overdue case with its reason in words.
+    await expect(page.locator("h1")).to_contain_text(en("dash.overview.title"))
+    await expect(page.locator("#open-total")).to_have_text("3")
+    row = page.locator(f"table.of-stuck tr[data-case='{ids['overdue']}']")
+    await expect(row).to_be_visible()
+    reason = row.locator("[data-reason='overdue:first_contact']")
+    words = en("dash.reason.overdue", deadline=en("dash.deadline.first_contact"))
+    await expect(reason).to_have_text(words)
+    await expect(row).to_contain_text("Family Overdue")
+    await expect(page.locator(f"table.of-stuck tr[data-case='{ids['assigned']}']")).to_have_count(0)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
 
-            # The stuck list filters by reason and stage; the case list by name.
-            await page.goto(stack.base_url + "/stuck")
-            await page.select_option("#f-reason", "overdue:first_contact")
-            await page.get_by_role("button", name=en("dash.filter")).click()
-            await page.wait_for_url("**/stuck?*reason=overdue%3Afirst_contact*")
-            await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_be_visible()
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-stuck.png"), full_page=True)
-            await page.goto(stack.base_url + "/stuck?stage=assessment")
-            await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_have_count(0)
-            await page.goto(stack.base_url + "/cases?q=Overdue")
-            await expect(page.locator("#case-list tbody tr[data-case]")).to_have_count(1)
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-cases.png"), full_page=True)
+    # The stuck list filters by reason and stage; the case list by name.
+    await page.goto(stack.base_url + "/stuck")
+    await page.select_option("#f-reason", "overdue:first_contact")
+    await page.get_by_role("button", name=en("dash.filter")).click()
+    await page.wait_for_url("**/stuck?*reason=overdue%3Afirst_contact*")
+    await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_be_visible()
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-stuck.png"), full_page=True)
+    await page.goto(stack.base_url + "/stuck?stage=assessment")
+    await expect(page.locator(f"tr[data-case='{ids['overdue']}']")).to_have_count(0)
+    await page.goto(stack.base_url + "/cases?q=Overdue")
+    await expect(page.locator("#case-list tbody tr[data-case]")).to_have_count(1)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-cases.png"), full_page=True)
 
-            # A narrow screen: the table scrolls inside its region, the page does not.
-            await page.set_viewport_size({"width": 375, "height": 800})
-            await page.goto(stack.base_url + "/dashboard")
-            overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 1, overflow
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-overview-mobile.png"), full_page=True)
-            await page.set_viewport_size({"width": 1366, "height": 900})
+    # A narrow screen: the table scrolls inside its region, the page does not.
+    await page.set_viewport_size({"width": 375, "height": 800})
+    await page.goto(stack.base_url + "/dashboard")
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, overflow
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-overview-mobile.png"), full_page=True)
+    await page.set_viewport_size({"width": 1366, "height": 900})
 
-            # The stuck case's page: its reasons, and a link to its workflow in the Temporal UI.
-            await page.goto(stack.base_url + "/dashboard")
-            await row.get_by_role("link", name="Family Overdue").click()
-            await page.wait_for_url(f"**/cases/{ids['overdue']}")
-            reasons = page.locator("#reasons")
-            first = reasons.locator("[data-reason-row='overdue:first_contact']")
-            await expect(first).to_be_visible()
-            link = await page.locator("#temporal-link").get_attribute("href")
-            assert link.endswith(f"/namespaces/{stack.temporal.namespace}/workflows/case-{ids['overdue']}")
+    # The stuck case's page: its reasons, and a link to its workflow in the Temporal UI.
+    await page.goto(stack.base_url + "/dashboard")
+    await row.get_by_role("link", name="Family Overdue").click()
+    await page.wait_for_url(f"**/cases/{ids['overdue']}")
+    reasons = page.locator("#reasons")
+    first = reasons.locator("[data-reason-row='overdue:first_contact']")
+    await expect(first).to_be_visible()
+    link = await page.locator("#temporal-link").get_attribute("href")
+    assert link.endswith(f"/namespaces/{stack.temporal.namespace}/workflows/case-{ids['overdue']}")
 
-            # Acknowledge the reason: it stays listed, marked with who and when.
-            await first.locator("input[name=note]").fill("Bo takes it on Monday")
-            await first.get_by_role("button", name=en("case.reason.acknowledge")).click()
-            await expect(page.locator(".alert-success")).to_be_visible()
-            await expect(first).to_contain_text("Mia Lund")
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-case.png"), full_page=True)
+    # Acknowledge the reason: it stays listed, marked with who and when.
+    await first.locator("input[name=note]").fill("Bo takes it on Monday")
+    await first.get_by_role("button", name=en("case.reason.acknowledge")).click()
+    await expect(page.locator(".alert-success")).to_be_visible()
+    await expect(first).to_contain_text("Mia Lund")
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-case.png"), full_page=True)
 
-            # Another case: nudge its owner (recorded; an in-app notification where the
-            # notification outbox exists), then reassign its coordinator through the page.
-            await page.goto(stack.base_url + f"/cases/{ids['assigned']}")
-            await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "anna")
-            await page.select_option("#recipient_id", "anna")
-            await page.fill("#message", "Please call the family this week.")
-            await page.get_by_role("button", name=en("case.nudge.send")).click()
-            await expect(page.locator(".alert-success")).to_contain_text("Anna Berg")
-            form = page.locator("#form-assign_coordinator")
-            await form.locator("select[name=coordinator_id]").select_option("bo")
-            await form.get_by_role("button", name=en("forms.assign_coordinator.reassign")).click()
-            await expect(page.locator(".alert-success")).to_contain_text("Bo Holm")
-            await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "bo")
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-case-reassigned.png"), full_page=True)
-        finally:
-            await browser.close()
+    # Another case: nudge its owner (recorded; an in-app notification where the
+    # notification outbox exists), then reassign its coordinator through the page.
+    await page.goto(stack.base_url + f"/cases/{ids['assigned']}")
+    await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "anna")
+    await page.select_option("#recipient_id", "anna")
+    await page.fill("#message", "Please call the family this week.")
+    await page.get_by_role("button", name=en("case.nudge.send")).click()
+    await expect(page.locator(".alert-success")).to_contain_text("Anna Berg")
+    form = page.locator("#form-assign_coordinator")
+    await form.locator("select[name=coordinator_id]").select_option("bo")
+    await form.get_by_role("button", name=en("forms.assign_coordinator.reassign")).click()
+    await expect(page.locator(".alert-success")).to_contain_text("Bo Holm")
+    await expect(page.locator("#coordinator")).to_have_attribute("data-coordinator", "bo")
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-case-reassigned.png"), full_page=True)
 
     async with api(stack, "mia") as mia:
         case = (await mia.get(f"/cases/{ids['assigned']}")).json()

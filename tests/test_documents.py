@@ -160,7 +160,7 @@ CONTENT: dict[str, list[str]] = {
     "decision_letter": ["Mette", "Therapy is granted for six months first.",
                         "Emil goes to school every day", "Ankestyrelsen", "Anna Berg"],
     "closing_summary": ["Emil goes to school every day", "Emil goes to school", "4 of 5 days",
-                        "sdq", "at assessment", "22", "14", "Anna Berg"],
+                        "22", "14", "Anna Berg"],
 }
 LABELS: dict[str, dict[str, list[str]]] = {
     "assessment_report": {"da": ["Tværfaglig udredning (ICS)", "Barnets udvikling", "Sundhed",
@@ -181,9 +181,13 @@ LABELS: dict[str, dict[str, list[str]]] = {
     "decision_letter": {"da": ["Kære Mette", "Godkendt med ændringer", "Klagevejledning"],
                         "sv": ["Hej Mette", "Bifall med ändringar", "Hur man överklagar"],
                         "en": ["Dear Mette", "Approved with changes", "How to appeal"]},
-    "closing_summary": {"da": ["Afslutningsnotat", "Målene er nået", "Effektmål"],
-                        "sv": ["Avslutande sammanfattning", "Målen är uppnådda", "Utfallsmått"],
-                        "en": ["Closing summary", "The goals were reached", "Outcome measures"]},
+    # The free-form outcomes in the document's language, never its raw keys (issue 11).
+    "closing_summary": {"da": ["Afslutningsnotat", "Målene er nået", "Effektmål",
+                               "Samlede vanskeligheder som angivet ved afslutningen", "nået"],
+                        "sv": ["Avslutande sammanfattning", "Målen är uppnådda", "Utfallsmått",
+                               "Totala svårigheter som angivna vid avslutningen", "uppnått"],
+                        "en": ["Closing summary", "The goals were reached", "Outcome measures",
+                               "Total difficulties as given at closing", "achieved"]},
 }
 DATES = {"da": "23. november 2026", "sv": "23 november 2026", "en": "23 November 2026"}
 
@@ -208,6 +212,7 @@ def test_every_document_renders_in_every_language(case, engine, kind: str, langu
     for text in COMMON + CONTENT[kind] + LABELS[kind][language]:
         assert text in html, f"{kind}/{language}: {text!r} missing in HTML"
     assert "{{" not in html and "{%" not in html
+    assert "at_assessment" not in html and "goal_attainment" not in html
 
     pages, text = pdf_text(row.pdf)
     assert row.pdf.startswith(b"%PDF-") and pages >= 1 and ref.pdf_bytes == len(row.pdf)

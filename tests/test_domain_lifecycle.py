@@ -390,6 +390,8 @@ CLOSED_COMMANDS: list[tuple[str, dict | None]] = [
     ("family_focus_points", {"text": "Emil's school"}),
     ("confirm_focus_points", {"number": 1}),
     ("request_pause", {"reason": "We need a break"}),
+    ("record_outcomes", {"measurements": [{"instrument": "sdq", "informant": "mother", "scores": {
+        "emotional": 2, "conduct": 2, "hyperactivity": 3, "peer": 1, "prosocial": 7}}]}),
 ]
 
 
@@ -822,7 +824,8 @@ def test_activation_starts_the_measures_clocks() -> None:
     state = active()
     assert state.measures_started_at == NOW
     assert deadline(state, DeadlineKind.plan).status is DeadlineStatus.met
-    assert deadline(state, DeadlineKind.first_followup).due_at.isoformat() == "2027-02-23T11:00:00+01:00"
+    # 3 months, to the end of the last day (Forældelsesloven § 27 stk. 1).
+    assert deadline(state, DeadlineKind.first_followup).due_at.isoformat() == "2027-02-23T23:59:59+01:00"
     # medium concern: a status meeting every 4 weeks
     assert deadline(state, DeadlineKind.status_meeting).due_at.isoformat() == "2026-12-21T11:00:00+01:00"
 
@@ -987,7 +990,7 @@ def test_first_status_meeting_sets_the_followup_cadence() -> None:
     assert deadline(state, DeadlineKind.first_followup).status is DeadlineStatus.met
     assert deadline(state, DeadlineKind.status_meeting, 1).status is DeadlineStatus.met
     assert state.followup_months == 4
-    assert deadline(state, DeadlineKind.followup).due_at.isoformat() == "2027-04-13T11:00:00+02:00"
+    assert deadline(state, DeadlineKind.followup).due_at.isoformat() == "2027-04-13T23:59:59+02:00"
     # high concern now: the next status meeting in 2 weeks
     assert deadline(state, DeadlineKind.status_meeting, 2).due_at.isoformat() == "2026-12-27T11:00:00+01:00"
 
@@ -1095,7 +1098,9 @@ def test_initial_deadlines_for_an_application() -> None:
     assert first.due_at.isoformat() == "2026-11-27T23:59:59+01:00"  # 5 working days
     assert first.legal_basis == DK.legal_basis["first_contact"]
     assessment = deadline(state, DeadlineKind.assessment)
-    assert assessment.due_at.isoformat() == "2027-03-20T10:00:00+01:00"  # + 4 calendar months
+    # + 4 calendar months = Saturday 20 Mar, moved to Monday 22 Mar, due at its end
+    # (Forældelsesloven § 27 stk. 1-2).
+    assert assessment.due_at.isoformat() == "2027-03-22T23:59:59+01:00"
 
 
 def test_deadlines_around_easter_2027() -> None:
@@ -1104,15 +1109,16 @@ def test_deadlines_around_easter_2027() -> None:
                      ctx(ANNA, received + timedelta(hours=1)))
     # Maundy Thursday, Good Friday, the weekend and Easter Monday are skipped.
     assert deadline(state, DeadlineKind.first_contact).due_at.isoformat() == "2027-04-05T23:59:59+02:00"
-    # 4 calendar months, same local wall-clock time, now in summer time.
-    assert deadline(state, DeadlineKind.assessment).due_at.isoformat() == "2027-07-24T10:00:00+02:00"
+    # 4 calendar months = Saturday 24 Jul, moved to Monday 26 Jul, due at its end (summer time).
+    assert deadline(state, DeadlineKind.assessment).due_at.isoformat() == "2027-07-26T23:59:59+02:00"
 
 
 def test_deadlines_count_from_received_at_not_from_registration() -> None:
     received = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
     state = referred(received_at=iso(received))  # registered on NOW, months later
     first = deadline(state, DeadlineKind.first_contact)
-    assert first.due_at.isoformat() == "2026-06-08T23:59:59+02:00"
+    # 5 working days; Grundlovsdag (Friday 5 June) is not one (Forældelsesloven § 27 stk. 2).
+    assert first.due_at.isoformat() == "2026-06-09T23:59:59+02:00"
     assert first.status_at(NOW) is DeadlineStatus.overdue
     assert deadline(state, DeadlineKind.assessment).status_at(NOW) is DeadlineStatus.overdue
 
@@ -1142,7 +1148,7 @@ def test_concern_report_from_a_professional_adds_triage_and_receipt() -> None:
     assert triage.due_at.isoformat() == "2026-11-21T10:00:00+01:00"  # 24 clock hours
     assert triage.legal_basis == "Barnets Lov §§ 136-137"
     receipt = deadline(state, DeadlineKind.reporter_receipt)
-    assert receipt.due_at.isoformat() == "2026-11-26T10:00:00+01:00"  # 6 days
+    assert receipt.due_at.isoformat() == "2026-11-26T23:59:59+01:00"  # 6 days, the last one whole
 
 
 @pytest.mark.parametrize(

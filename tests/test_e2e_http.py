@@ -90,7 +90,8 @@ async def test_walkthrough(stack: Stack) -> None:
         assert case["stage"] == "referred"
         kinds = {d["kind"]: d for d in case["deadlines"]}
         assert {"first_contact", "assessment"} <= set(kinds)
-        assert kinds["assessment"]["due_at"].startswith("2027-03-20")
+        # 20 Nov + 4 months = Saturday 20 Mar 2027 -> Monday 22 Mar, to its end (docs/deadlines.md).
+        assert kinds["assessment"]["due_at"].startswith("2027-03-22T23:59:59")
         cid = case["id"]
 
         await to_planning(stack, cid)
@@ -187,7 +188,12 @@ async def test_bad_input_gets_clear_4xx(stack: Stack) -> None:
         assert r.status_code == 403, r.text  # a vote is cast by the voter
         ok = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "anna", "vote": "agree"})
         assert ok.status_code == 200
+        # A keyless repeat with nothing in between is a retry: the first answer (domain/retries.py).
         r = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "anna", "vote": "agree"})
+        assert r.status_code == 200 and r.json()["version"] == ok.json()["version"], r.text
+        # Sent again on purpose (a key of its own): refused.
+        r = await anna.post(f"/cases/{cid}/plan/votes", json={"staff_id": "anna", "vote": "agree"},
+                            headers={"Idempotency-Key": "vote-again"})
         assert r.status_code == 409 and "already voted" in r.json()["detail"]
         r = await ole.post(f"/cases/{cid}/plan/votes", json={"staff_id": "ole", "vote": "maybe"})
         assert r.status_code == 422

@@ -152,7 +152,9 @@ async def test_the_family_approves_the_plan_from_its_session(world: World, alpha
     staff = (await world.client("anna").get(f"/api/v1/cases/{alpha['id']}")).json()
     assert staff["stage"] == "active"
     assert any(h["event"] == "family_approved" and h["actor"] == "family:m2" for h in staff["history"])
-    again = await family.post("/api/v1/family/plan/response", json={"approved": True}, headers=_send(alpha))
+    # Sent again with a key of its own (on purpose, not a retry: domain/retries.py): 409.
+    again = await family.post("/api/v1/family/plan/response", json={"approved": True},
+                              headers={**_send(alpha), "Idempotency-Key": "respond-again"})
     assert again.status_code == 409 and again.json()["detail"]
     bad = await family.post("/api/v1/family/plan/response", json={"approved": "maybe"}, headers=_send(alpha))
     assert bad.status_code == 422
@@ -203,7 +205,12 @@ async def test_consents_give_change_revoke_and_revoke_twice(alpha: dict) -> None
     r = await family.post(f"/api/v1/family/consents/{cid}/revoke", headers=_send(alpha))
     assert r.status_code == 200, r.text
     assert next(c for c in r.json()["consents"] if c["id"] == cid)["status"] == "revoked"
-    twice = await family.post(f"/api/v1/family/consents/{cid}/revoke", headers=_send(alpha))
+    # A keyless repeat is a retry (domain/retries.py): the first answer, nothing applied again.
+    retry = await family.post(f"/api/v1/family/consents/{cid}/revoke", headers=_send(alpha))
+    assert retry.status_code == 200 and retry.json()["version"] == r.json()["version"], retry.text
+    # Sent again on purpose (a key of its own): a sentence, not a 500.
+    twice = await family.post(f"/api/v1/family/consents/{cid}/revoke",
+                              headers={**_send(alpha), "Idempotency-Key": "revoke-twice"})
     assert 400 <= twice.status_code < 500 and twice.json()["detail"]
     unknown = await family.post("/api/v1/family/consents/nope/revoke", headers=_send(alpha))
     assert 400 <= unknown.status_code < 500 and unknown.json()["detail"]

@@ -39,8 +39,6 @@ from models.tables_outbox import DocumentRow
 from tests.axe import AxeTable
 from tests.browser import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PEOPLE,
     Shots,
     fail_on_serious,
@@ -231,8 +229,9 @@ async def submit(page, selector: str) -> None:
         raise AssertionError(f"{selector} was refused on {page.url}: {await refusal.first.inner_text()}")
 
 
-async def test_a_parent_signs_in_from_the_mail_and_approves_the_plan_on_a_phone(world: World) -> None:
-    from playwright.async_api import async_playwright, expect
+async def test_a_parent_signs_in_from_the_mail_and_approves_the_plan_on_a_phone(
+        world: World, browser) -> None:
+    from playwright.async_api import expect
 
     case = await world.register("Family Jensen", "Emil")
     doc = stored_document(world, case["id"], "status_minutes", "MINUTES-FOR-THE-FAMILY")
@@ -241,187 +240,182 @@ async def test_a_parent_signs_in_from_the_mail_and_approves_the_plan_on_a_phone(
     table = AxeTable()
     shots = Shots("family", table)
     timings: dict[str, float] = {}
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
-                                                device_scale_factor=1, locale="en-GB",
-                                                extra_http_headers={"Accept-Language": "en-GB"})
-            page = await context.new_page()
-            page.set_default_timeout(20_000)
-            watch_errors(page, "parent")
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True,
+                                        device_scale_factor=1, locale="en-GB",
+                                        extra_http_headers={"Accept-Language": "en-GB"})
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    watch_errors(page, "parent")
 
-            # The link's page: a button; opening it spends nothing.
-            await page.goto(link)
-            await expect(page.locator("h1")).to_have_text(en("family.welcome.title"))
-            await shots(page, "welcome page of the invitation link", axe="welcome")
-            await fits_the_phone(page)
-            async with page.expect_navigation():
-                await page.locator("#welcome-continue").click()
-            assert page.url == world.base + "/family", page.url
+    # The link's page: a button; opening it spends nothing.
+    await page.goto(link)
+    await expect(page.locator("h1")).to_have_text(en("family.welcome.title"))
+    await shots(page, "welcome page of the invitation link", axe="welcome")
+    await fits_the_phone(page)
+    async with page.expect_navigation():
+        await page.locator("#welcome-continue").click()
+    assert page.url == world.base + "/family", page.url
 
-            # Home: who has the ball — it is the family's turn to answer plan version 1.
-            ball = page.locator("#ball")
-            await expect(ball).to_have_attribute("data-ball", "family_approval")
-            await expect(ball).to_have_attribute("data-who", "family")
-            await expect(page.locator("#ball-sentence")).to_contain_text("It is your turn")
-            await expect(page.locator("#family-member")).to_have_text("Mette Jensen")
-            await expect(page.locator("#coordinator")).to_contain_text("Anna Berg")
-            assert await page.locator("a[href='/family/plan#answer']").count() == 1
-            meeting = page.locator("#meeting-assessment")
-            await expect(meeting).to_contain_text("Town hall")
-            ics = meeting.locator("a.of-calendar-link")
-            assert await ics.get_attribute("href") == "/api/v1/family/meetings/assessment.ics"
-            calendar = await context.request.get(world.base + "/api/v1/family/meetings/assessment.ics")
-            assert calendar.status == 200 and "BEGIN:VEVENT" in await calendar.text()
-            assert await page.locator("nav[aria-label='Main menu'], .navigation-menu").count() == 0
-            await shots(page, "home who has the ball", axe="home")
-            await fits_the_phone(page)
+    # Home: who has the ball — it is the family's turn to answer plan version 1.
+    ball = page.locator("#ball")
+    await expect(ball).to_have_attribute("data-ball", "family_approval")
+    await expect(ball).to_have_attribute("data-who", "family")
+    await expect(page.locator("#ball-sentence")).to_contain_text("It is your turn")
+    await expect(page.locator("#family-member")).to_have_text("Mette Jensen")
+    await expect(page.locator("#coordinator")).to_contain_text("Anna Berg")
+    assert await page.locator("a[href='/family/plan#answer']").count() == 1
+    meeting = page.locator("#meeting-assessment")
+    await expect(meeting).to_contain_text("Town hall")
+    ics = meeting.locator("a.of-calendar-link")
+    assert await ics.get_attribute("href") == "/api/v1/family/meetings/assessment.ics"
+    calendar = await context.request.get(world.base + "/api/v1/family/meetings/assessment.ics")
+    assert calendar.status == 200 and "BEGIN:VEVENT" in await calendar.text()
+    assert await page.locator("nav[aria-label='Main menu'], .navigation-menu").count() == 0
+    await shots(page, "home who has the ball", axe="home")
+    await fits_the_phone(page)
 
-            # The plan: the family's own goals first, the actions with who and by when.
-            await page.locator("#answer-link").click()
-            await page.wait_for_url(re.compile(r"/family/plan"))
-            await expect(page.locator("#family-goals li").first).to_have_text("Emil goes to school every day")
-            await expect(page.locator("#action-a1")).to_contain_text("Ole Dam")
-            await expect(page.locator("#action-a1")).to_contain_text("15 January 2027")
-            await expect(page.locator("#action-a2")).to_contain_text("you")
-            main = await main_text(page)
-            assert "INTERNAL-VOTE-REASON" not in main and "INTERNAL-ASSESSMENT-NOTE" not in main
-            await shots(page, "plan waiting for the answer", axe="plan")
-            await fits_the_phone(page)
-            await fill(page, "family_response", {"approved": "true",
-                                                 "comment": "Good plan, thank you. Mornings are hard."})
-            await shots(page, "plan answer filled in")
-            await submit(page, "#form-family_response")
-            await expect(page.locator("#flash-ok")).to_have_text(en("family.plan.answered"))
-            await expect(page.locator("#answer-given")).to_have_attribute("data-approved", "true")
-            await expect(page.locator("#family-comment")).to_contain_text("Mornings are hard.")
-            await shots(page, "plan approved")
-            # The case moved on: the team decided, the family approved — the plan is in force.
-            deadline = time.monotonic() + 20
-            while (stage := await world.stage(case["id"])) != "active":
-                assert time.monotonic() < deadline, f"stage {stage!r} after the family's approval"
-                await asyncio.sleep(0.2)
+    # The plan: the family's own goals first, the actions with who and by when.
+    await page.locator("#answer-link").click()
+    await page.wait_for_url(re.compile(r"/family/plan"))
+    await expect(page.locator("#family-goals li").first).to_have_text("Emil goes to school every day")
+    await expect(page.locator("#action-a1")).to_contain_text("Ole Dam")
+    await expect(page.locator("#action-a1")).to_contain_text("15 January 2027")
+    await expect(page.locator("#action-a2")).to_contain_text("you")
+    main = await main_text(page)
+    assert "INTERNAL-VOTE-REASON" not in main and "INTERNAL-ASSESSMENT-NOTE" not in main
+    await shots(page, "plan waiting for the answer", axe="plan")
+    await fits_the_phone(page)
+    await fill(page, "family_response", {"approved": "true",
+                                         "comment": "Good plan, thank you. Mornings are hard."})
+    await shots(page, "plan answer filled in")
+    await submit(page, "#form-family_response")
+    await expect(page.locator("#flash-ok")).to_have_text(en("family.plan.answered"))
+    await expect(page.locator("#answer-given")).to_have_attribute("data-approved", "true")
+    await expect(page.locator("#family-comment")).to_contain_text("Mornings are hard.")
+    await shots(page, "plan approved")
+    # The case moved on: the team decided, the family approved — the plan is in force.
+    deadline = time.monotonic() + 20
+    while (stage := await world.stage(case["id"])) != "active":
+        assert time.monotonic() < deadline, f"stage {stage!r} after the family's approval"
+        await asyncio.sleep(0.2)
 
-            # Home again: the ball moved on.
-            await page.locator("#nav-home").click()
-            await page.wait_for_url(world.base + "/family")
-            await expect(page.locator("#ball")).not_to_have_attribute("data-ball", "family_approval")
-            # Focus points before the next meeting.
-            await fill(page, "family_focus_points", {"text": "How Emil's mornings can be calmer."})
-            await submit(page, "#form-family_focus_points")
-            await expect(page.locator("#focus-points")).to_contain_text("How Emil's mornings can be calmer.")
-            await shots(page, "home after the approval and the focus points")
+    # Home again: the ball moved on.
+    await page.locator("#nav-home").click()
+    await page.wait_for_url(world.base + "/family")
+    await expect(page.locator("#ball")).not_to_have_attribute("data-ball", "family_approval")
+    # Focus points before the next meeting.
+    await fill(page, "family_focus_points", {"text": "How Emil's mornings can be calmer."})
+    await submit(page, "#form-family_focus_points")
+    await expect(page.locator("#focus-points")).to_contain_text("How Emil's mornings can be calmer.")
+    await shots(page, "home after the approval and the focus points")
 
-            # Letters and messages: the minutes meant for the family, the messages sent to it.
-            await page.locator("#nav-messages").click()
-            await page.wait_for_url(world.base + "/family/messages")
-            await expect(page.locator(f"#document-{doc} a").first).to_have_attribute(
-                "href", f"/api/v1/family/documents/{doc}")
-            minutes = await context.request.get(world.base + f"/api/v1/family/documents/{doc}")
-            assert minutes.status == 200 and "MINUTES-FOR-THE-FAMILY" in await minutes.text()
-            await expect(page.locator("#message-list [data-purpose='family_invitation']")).to_have_count(1)
-            assert "token=" not in await page.content()  # the link's text is never shown
-            await shots(page, "letters and messages", axe="messages")
-            await fits_the_phone(page)
+    # Letters and messages: the minutes meant for the family, the messages sent to it.
+    await page.locator("#nav-messages").click()
+    await page.wait_for_url(world.base + "/family/messages")
+    await expect(page.locator(f"#document-{doc} a").first).to_have_attribute(
+        "href", f"/api/v1/family/documents/{doc}")
+    minutes = await context.request.get(world.base + f"/api/v1/family/documents/{doc}")
+    assert minutes.status == 200 and "MINUTES-FOR-THE-FAMILY" in await minutes.text()
+    await expect(page.locator("#message-list [data-purpose='family_invitation']")).to_have_count(1)
+    assert "token=" not in await page.content()  # the link's text is never shown
+    await shots(page, "letters and messages", axe="messages")
+    await fits_the_phone(page)
 
-            # Contact and pause.
-            await page.locator("#nav-contact").click()
-            await page.wait_for_url(world.base + "/family/contact")
-            await shots(page, "contact and pause", axe="contact")
-            await fits_the_phone(page)
-            await fill(page, "set_contact_preference", {"preference": "space"})
-            await submit(page, "#form-set_contact_preference")
-            await expect(page.locator("#contact")).to_have_attribute("data-preference", "space")
-            await fill(page, "request_pause", {"reason": "Emil is in hospital for two weeks."})
-            await submit(page, "#form-request_pause")
-            await expect(page.locator("#pause-requests")).to_contain_text("hospital")
-            await shots(page, "contact changed and pause asked for")
+    # Contact and pause.
+    await page.locator("#nav-contact").click()
+    await page.wait_for_url(world.base + "/family/contact")
+    await shots(page, "contact and pause", axe="contact")
+    await fits_the_phone(page)
+    await fill(page, "set_contact_preference", {"preference": "space"})
+    await submit(page, "#form-set_contact_preference")
+    await expect(page.locator("#contact")).to_have_attribute("data-preference", "space")
+    await fill(page, "request_pause", {"reason": "Emil is in hospital for two weeks."})
+    await submit(page, "#form-request_pause")
+    await expect(page.locator("#pause-requests")).to_contain_text("hospital")
+    await shots(page, "contact changed and pause asked for")
 
-            # Sharing: give a consent naming Ole, extend it, withdraw the referral's consent
-            # for the whole team — Ole still reads the case (the new consent covers him).
-            await page.locator("#nav-consents").click()
-            await page.wait_for_url(world.base + "/family/consents")
-            await expect(page.locator("#consent-c1")).to_have_attribute("data-status", "active")
-            await expect(page.locator("#reader-list [data-reader='anna']")).to_contain_text("Anna Berg")
-            await shots(page, "sharing and privacy", axe="consents")
-            await fits_the_phone(page)
-            until = (date.today() + timedelta(days=90)).isoformat()
-            give = form(page, "give_consent")
-            await give.locator("input[name^='staff_ids.'][value='ole']").check()
-            await give.locator("input[name='expires_at']").fill(until)
-            await submit(page, "#form-give_consent")
-            await expect(page.locator("#consent-c2")).to_have_attribute("data-status", "active")
-            await expect(page.locator("#consent-c2")).to_contain_text("Ole Dam")
-            later = (date.today() + timedelta(days=200)).isoformat()
-            await page.locator("#consent-c2 summary").click()
-            await page.locator("#form-change_consent-c2 input[name='expires_at']").fill(later)
-            await submit(page, "#form-change_consent-c2")
-            await expect(page.locator("#consent-c2")).to_contain_text(str(date.fromisoformat(later).year))
-            await submit(page, "#form-revoke_consent-c1")
-            await expect(page.locator("#consent-c1")).to_have_attribute("data-status", "revoked")
-            async with world.staff("ole") as ole:
-                assert (await ole.get(f"/cases/{case['id']}")).status_code == 200
+    # Sharing: give a consent naming Ole, extend it, withdraw the referral's consent
+    # for the whole team — Ole still reads the case (the new consent covers him).
+    await page.locator("#nav-consents").click()
+    await page.wait_for_url(world.base + "/family/consents")
+    await expect(page.locator("#consent-c1")).to_have_attribute("data-status", "active")
+    await expect(page.locator("#reader-list [data-reader='anna']")).to_contain_text("Anna Berg")
+    await shots(page, "sharing and privacy", axe="consents")
+    await fits_the_phone(page)
+    until = (date.today() + timedelta(days=90)).isoformat()
+    give = form(page, "give_consent")
+    await give.locator("input[name^='staff_ids.'][value='ole']").check()
+    await give.locator("input[name='expires_at']").fill(until)
+    await submit(page, "#form-give_consent")
+    await expect(page.locator("#consent-c2")).to_have_attribute("data-status", "active")
+    await expect(page.locator("#consent-c2")).to_contain_text("Ole Dam")
+    later = (date.today() + timedelta(days=200)).isoformat()
+    await page.locator("#consent-c2 summary").click()
+    await page.locator("#form-change_consent-c2 input[name='expires_at']").fill(later)
+    await submit(page, "#form-change_consent-c2")
+    await expect(page.locator("#consent-c2")).to_contain_text(str(date.fromisoformat(later).year))
+    await submit(page, "#form-revoke_consent-c1")
+    await expect(page.locator("#consent-c1")).to_have_attribute("data-status", "revoked")
+    async with world.staff("ole") as ole:
+        assert (await ole.get(f"/cases/{case['id']}")).status_code == 200
 
-                # Withdraw the consent naming Ole: his very next read is refused.
-                await page.locator("#form-revoke_consent-c2 textarea[name='reason']").fill(
-                    "We want to talk to Ole first.")
-                async with page.expect_response(lambda r: r.url.endswith("/family/consents/c2/revoke")
-                                                and r.request.method == "POST") as answer:
-                    await page.locator("#form-revoke_consent-c2 button[type=submit]").click()
-                assert (await answer.value).status == 303
-                answered = time.monotonic()
-                refused = await ole.get(f"/cases/{case['id']}")
-                timings["revoke → refused read"] = time.monotonic() - answered
-                assert refused.status_code == 403, refused.text
-                assert "consent" in refused.json()["detail"]
-            await page.wait_for_url(re.compile(r"/family/consents"))
-            await expect(page.locator("#consent-c2")).to_have_attribute("data-status", "revoked")
-            await expect(page.locator("#flash-ok")).to_have_text(en("family.consent.revoked"))
-            await shots(page, "consents withdrawn")
+        # Withdraw the consent naming Ole: his very next read is refused.
+        await page.locator("#form-revoke_consent-c2 textarea[name='reason']").fill(
+            "We want to talk to Ole first.")
+        async with page.expect_response(lambda r: r.url.endswith("/family/consents/c2/revoke")
+                                        and r.request.method == "POST") as answer:
+            await page.locator("#form-revoke_consent-c2 button[type=submit]").click()
+        assert (await answer.value).status == 303
+        answered = time.monotonic()
+        refused = await ole.get(f"/cases/{case['id']}")
+        timings["revoke → refused read"] = time.monotonic() - answered
+        assert refused.status_code == 403, refused.text
+        assert "consent" in refused.json()["detail"]
+    await page.wait_for_url(re.compile(r"/family/consents"))
+    await expect(page.locator("#consent-c2")).to_have_attribute("data-status", "revoked")
+    await expect(page.locator("#flash-ok")).to_have_text(en("family.consent.revoked"))
+    await shots(page, "consents withdrawn")
 
-            # The language switch (a cookie): Danish.
-            await page.locator("#of-language").select_option("da")
-            async with page.expect_navigation():
-                await page.locator("form.of-lang button[type=submit]").click()
-            assert await page.locator("html").get_attribute("lang") == "da"
-            await expect(page.locator("h1")).to_have_text(da("family.consents.title"))
-            await page.locator("#nav-home").click()
-            await page.wait_for_url(world.base + "/family")
-            await expect(page.locator("#ball-heading")).to_have_text(da("family.ball.heading"))
-            await shots(page, "home in danish", axe="home (Danish)")
-            await fits_the_phone(page)
+    # The language switch (a cookie): Danish.
+    await page.locator("#of-language").select_option("da")
+    async with page.expect_navigation():
+        await page.locator("form.of-lang button[type=submit]").click()
+    assert await page.locator("html").get_attribute("lang") == "da"
+    await expect(page.locator("h1")).to_have_text(da("family.consents.title"))
+    await page.locator("#nav-home").click()
+    await page.wait_for_url(world.base + "/family")
+    await expect(page.locator("#ball-heading")).to_have_text(da("family.ball.heading"))
+    await shots(page, "home in danish", axe="home (Danish)")
+    await fits_the_phone(page)
 
-            # Signed out: the sign-in page (asks for the phone number or e-mail address).
-            async with page.expect_navigation():
-                await page.locator("form[action='/family/logout'] button").click()
-            assert "/family/login" in page.url
-            await shots(page, "sign in with a code", axe="login")
-            await fits_the_phone(page)
-            await page.goto(world.base + "/family")
-            assert "/family/login" in page.url
-            # Later sign-ins: a 6-digit code to the e-mail address on file.
-            seen = world.mails(case["email"])
-            await page.locator("#family_login-contact").fill(case["email"])
-            async with page.expect_navigation():
-                await page.locator("#form-family_login button[type=submit]").click()
-            await expect(page.locator("input[name='code']")).to_be_visible()
-            await shots(page, "the code form", axe="code form")
-            await fits_the_phone(page)
-            code = await world.find_in_mailbox(case["email"], CODE, seen)
-            await page.locator("input[name='code']").fill(code)
-            async with page.expect_navigation():
-                await page.locator("form[action='/family/login/code'] button[type=submit]").click()
-            assert page.url == world.base + "/family", page.url
-            await expect(page.locator("#family-member")).to_have_text("Mette Jensen")
-            async with page.expect_navigation():
-                await page.locator("form[action='/family/logout'] button").click()
-            await page.goto(link)  # the used link: a sentence, not a sign-in
-            await expect(page.locator("#welcome-refused")).to_be_visible()
-            await shots(page, "used link", axe="used link")
-            await context.close()
-        finally:
-            await browser.close()
+    # Signed out: the sign-in page (asks for the phone number or e-mail address).
+    async with page.expect_navigation():
+        await page.locator("form[action='/family/logout'] button").click()
+    assert "/family/login" in page.url
+    await shots(page, "sign in with a code", axe="login")
+    await fits_the_phone(page)
+    await page.goto(world.base + "/family")
+    assert "/family/login" in page.url
+    # Later sign-ins: a 6-digit code to the e-mail address on file.
+    seen = world.mails(case["email"])
+    await page.locator("#family_login-contact").fill(case["email"])
+    async with page.expect_navigation():
+        await page.locator("#form-family_login button[type=submit]").click()
+    await expect(page.locator("input[name='code']")).to_be_visible()
+    await shots(page, "the code form", axe="code form")
+    await fits_the_phone(page)
+    code = await world.find_in_mailbox(case["email"], CODE, seen)
+    await page.locator("input[name='code']").fill(code)
+    async with page.expect_navigation():
+        await page.locator("form[action='/family/login/code'] button[type=submit]").click()
+    assert page.url == world.base + "/family", page.url
+    await expect(page.locator("#family-member")).to_have_text("Mette Jensen")
+    async with page.expect_navigation():
+        await page.locator("form[action='/family/logout'] button").click()
+    await page.goto(link)  # the used link: a sentence, not a sign-in
+    await expect(page.locator("#welcome-refused")).to_be_visible()
+    await shots(page, "used link", axe="used link")
+    await context.close()
     (ARTIFACTS / "family").mkdir(parents=True, exist_ok=True)
     table.write(ARTIFACTS / "family" / "axe.txt")
     print("\n" + table.text())

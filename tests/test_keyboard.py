@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
-    PEOPLE,
     Shots,
     focus_visible,
     main_text,
     no_server_errors,
-    staffed_stack,
     stage_of,
     watch_errors,
 )
@@ -43,10 +38,9 @@ MAX_TABS = 400
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    people = [p for p in PEOPLE if p["id"] in ("anna", "ole", "lise")]
-    async with staffed_stack(Path(tmp_path_factory.mktemp("keyboard")) / "data", people) as s:
-        yield s
+def stack(page_stack: Stack) -> Stack:
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 class Keyboard:
@@ -177,112 +171,105 @@ async def refused(page, form: str) -> str | None:
     return await alert.first.inner_text() if await alert.count() else None
 
 
-async def test_a_coordinator_works_a_case_with_the_keyboard_only(stack: Stack) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_a_coordinator_works_a_case_with_the_keyboard_only(stack: Stack, browser) -> None:
     started = time.monotonic()
     shot = Shots("keyboard")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            order = await date_order(browser)
-            context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
-            page = await context.new_page()
-            page.set_default_timeout(20_000)
-            watch_errors(page, "anna")
-            kb = Keyboard(page, order)
-            await page.goto(stack.base_url + "/login")
+    order = await date_order(browser)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    watch_errors(page, "anna")
+    kb = Keyboard(page, order)
+    await page.goto(stack.base_url + "/login")
 
-            # ---- sign in (the page puts the focus on the staff id)
-            await kb.type("input[name=staff_id]", "anna")
-            await kb.type("input[name=password]", password_of("anna"))
-            await kb.press("form[action='/login'] button[type=submit]")
-            assert "/login" not in page.url, await main_text(page)
-            await shot(page, "my work")
+    # ---- sign in (the page puts the focus on the staff id)
+    await kb.type("input[name=staff_id]", "anna")
+    await kb.type("input[name=password]", password_of("anna"))
+    await kb.press("form[action='/login'] button[type=submit]")
+    assert "/login" not in page.url, await main_text(page)
+    await shot(page, "my work")
 
-            # On a new page the first Tab reaches the skip link, and it shows; Enter moves the
-            # focus to the content.
-            await page.keyboard.press("Tab")
-            first = await focus_visible(page)
-            href = await page.evaluate("document.activeElement.getAttribute('href')") or ""
-            assert first["tag"] == "a" and href == "#main-content", first
-            assert first["visible"], f"the skip link's focus is not visible: {first}"
-            await page.keyboard.press("Enter")
-            assert await page.evaluate("document.activeElement.id") == "main-content"
+    # On a new page the first Tab reaches the skip link, and it shows; Enter moves the
+    # focus to the content.
+    await page.keyboard.press("Tab")
+    first = await focus_visible(page)
+    href = await page.evaluate("document.activeElement.getAttribute('href')") or ""
+    assert first["tag"] == "a" and href == "#main-content", first
+    assert first["visible"], f"the skip link's focus is not visible: {first}"
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "main-content"
 
-            # ---- the menu's New referral
-            await kb.press("nav a[href='/cases/new']")
-            assert page.url.endswith("/cases/new"), page.url
-            F = "register_referral"
-            await kb.choose(field(F, "referral.source"), "school")
-            await kb.radio("referral.kind", "application")
-            await kb.type(field(F, "referral.reason"), "Emil stays home; the school asks for help.")
-            await kb.type(field(F, "family.name"), "Family Keys")
-            await kb.type(field(F, "family.members.0.name"), "Emil Keys")
-            await kb.choose(field(F, "family.members.0.role"), "child")
-            await kb.date(field(F, "family.members.0.birth_date"), date(2015, 3, 2))
-            await kb.type(field(F, "family.members.0.diagnoses"), "ADHD")
-            await kb.type(field(F, "family.members.1.name"), "Mette Keys")
-            await kb.choose(field(F, "family.members.1.role"), "parent")
-            await kb.type(field(F, "existing_contacts.0.department"), "adult_services")
-            await kb.type(field(F, "existing_contacts.1.department"), "school")
-            await kb.radio("consent.coordinated_handling", "true")
-            await shot(page, "new referral filled")
-            await kb.press(submit(F))
-            assert not await refused(page, F), await refused(page, F)
-            match = re.search(r"/cases/([0-9a-f-]{36})", page.url)
-            assert match, f"{page.url}\n{await main_text(page)}"
-            assert await stage_of(page) == "referred"
-            await shot(page, "case referred")
+    # ---- the menu's New referral
+    await kb.press("nav a[href='/cases/new']")
+    assert page.url.endswith("/cases/new"), page.url
+    F = "register_referral"
+    await kb.choose(field(F, "referral.source"), "school")
+    await kb.radio("referral.kind", "application")
+    await kb.type(field(F, "referral.reason"), "Emil stays home; the school asks for help.")
+    await kb.type(field(F, "family.name"), "Family Keys")
+    await kb.type(field(F, "family.members.0.name"), "Emil Keys")
+    await kb.choose(field(F, "family.members.0.role"), "child")
+    await kb.date(field(F, "family.members.0.birth_date"), date(2015, 3, 2))
+    await kb.type(field(F, "family.members.0.diagnoses"), "ADHD")
+    await kb.type(field(F, "family.members.1.name"), "Mette Keys")
+    await kb.choose(field(F, "family.members.1.role"), "parent")
+    await kb.type(field(F, "existing_contacts.0.department"), "adult_services")
+    await kb.type(field(F, "existing_contacts.1.department"), "school")
+    await kb.radio("consent.coordinated_handling", "true")
+    await shot(page, "new referral filled")
+    await kb.press(submit(F))
+    assert not await refused(page, F), await refused(page, F)
+    match = re.search(r"/cases/([0-9a-f-]{36})", page.url)
+    assert match, f"{page.url}\n{await main_text(page)}"
+    assert await stage_of(page) == "referred"
+    await shot(page, "case referred")
 
-            # ---- take the case, form the team, the first contact
-            async def command(form: str, stage: str | None = None) -> None:
-                await kb.press(submit(form))
-                assert not await refused(page, form), f"{form}: {await refused(page, form)}"
-                if stage:
-                    assert await stage_of(page) == stage, f"after {form}: {await stage_of(page)}"
-                await shot(page, f"after {form}")
+    # ---- take the case, form the team, the first contact
+    async def command(form: str, stage: str | None = None) -> None:
+        await kb.press(submit(form))
+        assert not await refused(page, form), f"{form}: {await refused(page, form)}"
+        if stage:
+            assert await stage_of(page) == stage, f"after {form}: {await stage_of(page)}"
+        await shot(page, f"after {form}")
 
-            await command("assign_coordinator", "coordinator_assigned")
-            await kb.choose(field("form_team", "members.0.staff_id"), "ole")
-            await kb.choose(field("form_team", "members.1.staff_id"), "lise")
-            await command("form_team", "team_formed")
-            await kb.choose(field("record_contact", "kind"), "home_visit")
-            await kb.type(field("record_contact", "notes"), "Visited the family at home.")
-            await command("record_contact")
+    await command("assign_coordinator", "coordinator_assigned")
+    await kb.choose(field("form_team", "members.0.staff_id"), "ole")
+    await kb.choose(field("form_team", "members.1.staff_id"), "lise")
+    await command("form_team", "team_formed")
+    await kb.choose(field("record_contact", "kind"), "home_visit")
+    await kb.type(field("record_contact", "notes"), "Visited the family at home.")
+    await command("record_contact")
 
-            # ---- the assessment meeting, the ICS assessment, complete it
-            meeting = (datetime.now(TZ) + timedelta(days=4)).replace(hour=14, minute=30, second=0,
-                                                                   microsecond=0)
-            await kb.datetime(field("schedule_assessment_meeting", "at"), meeting)
-            await kb.type(field("schedule_assessment_meeting", "location"), "The family's home")
-            await command("schedule_assessment_meeting", "assessment")
-            A = "put_assessment"
-            await kb.type(field(A, "ics.child_development.0.concerns"), "Stomach aches on school days")
-            await kb.type(field(A, "ics.parenting_capacity.0.strengths"), "Caring parents")
-            await kb.type(field(A, "child_views"), "Emil wants to go to school again.")
-            await command(A)
-            await command("complete_assessment", "planning")
+    # ---- the assessment meeting, the ICS assessment, complete it
+    meeting = (datetime.now(TZ) + timedelta(days=4)).replace(hour=14, minute=30, second=0,
+                                                           microsecond=0)
+    await kb.datetime(field("schedule_assessment_meeting", "at"), meeting)
+    await kb.type(field("schedule_assessment_meeting", "location"), "The family's home")
+    await command("schedule_assessment_meeting", "assessment")
+    A = "put_assessment"
+    await kb.type(field(A, "ics.child_development.0.concerns"), "Stomach aches on school days")
+    await kb.type(field(A, "ics.parenting_capacity.0.strengths"), "Caring parents")
+    await kb.type(field(A, "child_views"), "Emil wants to go to school again.")
+    await command(A)
+    await command("complete_assessment", "planning")
 
-            # ---- the plan: a family goal, a SMART goal, a service
-            P = "put_plan"
-            await kb.type(field(P, "family_goals.0"), "Emil goes to school every day")
-            names = set(await page.locator(f"#form-{P} [name]").evaluate_all("es => es.map(e => e.name)"))
-            if "goals.0.id" in names and not await page.locator(field(P, "goals.0.id")).input_value():
-                await kb.type(field(P, "goals.0.id"), "g1")
-            await kb.type(field(P, "goals.0.text"), "Emil attends school 5 days a week")
-            await kb.type(field(P, "services.0.name"), "Family therapy")
-            await kb.type(field(P, "services.0.paragraph"), "BL § 32")
-            await kb.type(field(P, "services.0.department"), "children_disability")
-            await kb.type(field(P, "services.0.monthly_cost"), "6000")
-            share = next(n for n in ("services.0.funding.0.percent", "services.0.funding.0.share")
-                         if n in names)
-            await kb.type(field(P, "services.0.funding.0.department"), "children_disability")
-            await kb.type(field(P, share), "100")  # percent (the editor's hint)
-            await command(P, "planning")
-            assert await page.locator("#form-vote").count(), "the coordinator can vote on the new plan"
-        finally:
-            await browser.close()
+    # ---- the plan: a family goal, a SMART goal, a service
+    P = "put_plan"
+    await kb.type(field(P, "family_goals.0"), "Emil goes to school every day")
+    names = set(await page.locator(f"#form-{P} [name]").evaluate_all("es => es.map(e => e.name)"))
+    if "goals.0.id" in names and not await page.locator(field(P, "goals.0.id")).input_value():
+        await kb.type(field(P, "goals.0.id"), "g1")
+    await kb.type(field(P, "goals.0.text"), "Emil attends school 5 days a week")
+    await kb.type(field(P, "services.0.name"), "Family therapy")
+    await kb.type(field(P, "services.0.paragraph"), "BL § 32")
+    await kb.type(field(P, "services.0.department"), "children_disability")
+    await kb.type(field(P, "services.0.monthly_cost"), "6000")
+    share = next(n for n in ("services.0.funding.0.percent", "services.0.funding.0.share")
+                 if n in names)
+    await kb.type(field(P, "services.0.funding.0.department"), "children_disability")
+    await kb.type(field(P, share), "100")  # percent (the editor's hint)
+    await command(P, "planning")
+    assert await page.locator("#form-vote").count(), "the coordinator can vote on the new plan"
 
     print(f"\nkeyboard-only: {len(kb.used)} controls, {time.monotonic() - started:.1f} s")
     no_server_errors()

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
-    PEOPLE,
     Shots,
     new_person,
     no_server_errors,
-    staffed_stack,
     stage_of,
 )
 from tests.e2e_stack import Stack
@@ -35,10 +30,9 @@ PHONE = {"width": 375, "height": 812}
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    people = [p for p in PEOPLE if p["id"] in ("anna", "ole")]
-    async with staffed_stack(Path(tmp_path_factory.mktemp("mobile")) / "data", people) as s:
-        yield s
+def stack(page_stack: Stack) -> Stack:
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 async def case_in_assessment(stack: Stack) -> str:
@@ -62,7 +56,8 @@ async def case_in_assessment(stack: Stack) -> str:
             r = await anna.post(f"/cases/{cid}/{path}", json=body)
             assert r.status_code == 200, f"{path}: {r.text}"
         deadline = time.monotonic() + 20  # My work reads the read model
-        while (await anna.get("/cases", params={"stage": "assessment"})).json()["items"] == []:
+        while cid not in [c["id"] for c in (await anna.get(  # this case (the stack is shared)
+                "/cases", params={"stage": "assessment", "limit": 500})).json()["items"]]:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
     return cid
@@ -97,31 +92,24 @@ async def overflow(page) -> dict:
     }""")
 
 
-async def test_the_workbench_fits_a_phone(stack: Stack) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_the_workbench_fits_a_phone(stack: Stack, browser) -> None:
     cid = await case_in_assessment(stack)
     shot = Shots("mobile")
     problems: list[str] = []
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            _, page = await new_person(browser, stack, "anna", viewport=PHONE)
-            for path, name in (("/", "my work"), ("/cases/new", "new referral"),
-                               (f"/cases/{cid}", "case page")):
-                await page.goto(stack.base_url + path)
-                assert await page.locator("main h1").count(), f"{path}: no heading"
-                if name == "case page":
-                    assert await stage_of(page) == "assessment"
-                await shot(page, f"{name} 375")
-                if not await menu_reachable(page):
-                    problems.append(f"{path}: at {PHONE['width']} px the main menu is hidden and no "
-                                    "visible button opens it")
-                width = await overflow(page)
-                if width["scrollWidth"] > width["innerWidth"] + 1:
-                    problems.append(f"{path}: the page is {width['scrollWidth']} px wide at "
-                                    f"{width['innerWidth']} px; too wide: {width['wide']}")
-        finally:
-            await browser.close()
+    _, page = await new_person(browser, stack, "anna", viewport=PHONE)
+    for path, name in (("/", "my work"), ("/cases/new", "new referral"),
+                       (f"/cases/{cid}", "case page")):
+        await page.goto(stack.base_url + path)
+        assert await page.locator("main h1").count(), f"{path}: no heading"
+        if name == "case page":
+            assert await stage_of(page) == "assessment"
+        await shot(page, f"{name} 375")
+        if not await menu_reachable(page):
+            problems.append(f"{path}: at {PHONE['width']} px the main menu is hidden and no "
+                            "visible button opens it")
+        width = await overflow(page)
+        if width["scrollWidth"] > width["innerWidth"] + 1:
+            problems.append(f"{path}: the page is {width['scrollWidth']} px wide at "
+                            f"{width['innerWidth']} px; too wide: {width['wide']}")
     no_server_errors()
     assert not problems, "\n".join(problems)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from pathlib import Path
 from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
@@ -32,7 +30,7 @@ from api.pages.meetings import build_close, build_status_meeting, outcomes_of
 from api.pages.plan import build_plan, label_of, number
 from api.views import case_view
 from domain.lifecycle import STALE
-from tests.e2e_stack import Stack, api_as, with_staff
+from tests.e2e_stack import Stack, api_as
 from tests.factories import NOW, case_create_body
 from tests.test_case_forms import Person, forms_of, ok_sentence, stage_of
 from tests.test_domain_lifecycle import ASSESSMENT, active, drafted, in_planning
@@ -260,14 +258,9 @@ def test_a_refused_editor_keeps_every_typed_value_and_more_rows_adds_rows() -> N
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack(Path(tmp_path_factory.mktemp("plan-forms")) / "data")
-    try:
-        await s.start()
-        await with_staff(s)
-        yield s
-    finally:
-        s.stop()
+def stack(page_stack: Stack) -> Stack:
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:
@@ -494,10 +487,16 @@ async def test_votes_rejection_new_version_status_meeting_and_closing(stack: Sta
 
         # A newer policy version exists: the status meeting may move the case to it.
         async with api(stack, "admin") as admin:
+            limit = (await admin.get("/policy")).json()["team_funding_limit"]
             r = await admin.put("/policy", json={"overrides": {"team_funding_limit": 20000},
                                                  "note": "A higher limit"})
             assert r.status_code == 200, r.text
             newest = r.json()["version"]
+            # The stack is shared: new cases of the modules after this one get the old limit
+            # again (a newer version still); this case moves to `newest` all the same.
+            r = await admin.put("/policy", json={"overrides": {"team_funding_limit": limit},
+                                                 "note": "The limit as before"})
+            assert r.status_code == 200, r.text
 
         # Record the meeting: progress per goal, a new cadence, plan changes, the policy move.
         meeting = await form_of(ole, case_id, "status_meeting")
@@ -563,15 +562,14 @@ async def audit_forms(page) -> list[dict]:
     }""", [TAGS, MINE])
 
 
-async def test_the_plan_forms_in_chromium_pass_axe_and_look_right(stack: Stack) -> None:
+async def test_the_plan_forms_in_chromium_pass_axe_and_look_right(stack: Stack, browser) -> None:
     """The editor, a refusal, the vote and family forms, the status meeting and closing in a
     real browser: axe finds nothing serious, screenshots under test-artifacts/plan-forms/."""
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS, Shots, fail_on_serious, fill, new_person
+    from tests.browser import CHROMIUM, Shots, fail_on_serious, fill, new_person
     from tests.browser import send as click_send
 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian package `chromium`)")
-    from playwright.async_api import async_playwright
 
     from tests.axe import AxeTable
 
@@ -584,51 +582,46 @@ async def test_the_plan_forms_in_chromium_pass_axe_and_look_right(stack: Stack) 
         await plain(page, name, axe)
         if axe:
             forms_table.add(axe, await audit_forms(page))
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            _, anna = await new_person(browser, stack, "anna")
-            await anna.goto(url)
-            await shots(anna, "plan editor", axe="case page: plan editor")
+    _, anna = await new_person(browser, stack, "anna")
+    await anna.goto(url)
+    await shots(anna, "plan editor", axe="case page: plan editor")
 
-            # Typed in the browser, with "More rows" on the way: nothing saved, rows kept.
-            await fill(anna, "put_plan", {"family_goals.0": "Emil goes to school every day",
-                                          "goals.0.text": "Emil attends school 5 days a week by March"})
-            async with anna.expect_navigation():
-                await anna.locator("#form-put_plan input[name=_more]").click()
-            assert await anna.locator("#form-put_plan [name='goals.5.text']").count() == 1
-            assert await anna.input_value("#form-put_plan [name='goals.0.text']") == \
-                "Emil attends school 5 days a week by March"
-            typed = {k: v for k, v in PLAN.items() if not k.startswith("family_goals.1")}
-            await fill(anna, "put_plan", {**typed, "services.0.funding.1.share": "30"})
-            async with anna.expect_navigation():
-                await anna.locator("#form-put_plan button[type=submit]").click()
-            refusal = anna.locator("#put_plan-refusal")
-            assert "not 100 %" in await refusal.inner_text()
-            await shots(anna, "plan editor refused", axe="case page: plan editor refused")
-            await click_send(anna, "put_plan", {"services.0.funding.1.share": "50"})
-            assert "version 1" in await anna.locator(".alert-success").inner_text()
+    # Typed in the browser, with "More rows" on the way: nothing saved, rows kept.
+    await fill(anna, "put_plan", {"family_goals.0": "Emil goes to school every day",
+                                  "goals.0.text": "Emil attends school 5 days a week by March"})
+    async with anna.expect_navigation():
+        await anna.locator("#form-put_plan input[name=_more]").click()
+    assert await anna.locator("#form-put_plan [name='goals.5.text']").count() == 1
+    assert await anna.input_value("#form-put_plan [name='goals.0.text']") == \
+        "Emil attends school 5 days a week by March"
+    typed = {k: v for k, v in PLAN.items() if not k.startswith("family_goals.1")}
+    await fill(anna, "put_plan", {**typed, "services.0.funding.1.share": "30"})
+    async with anna.expect_navigation():
+        await anna.locator("#form-put_plan button[type=submit]").click()
+    refusal = anna.locator("#put_plan-refusal")
+    assert "not 100 %" in await refusal.inner_text()
+    await shots(anna, "plan editor refused", axe="case page: plan editor refused")
+    await click_send(anna, "put_plan", {"services.0.funding.1.share": "50"})
+    assert "version 1" in await anna.locator(".alert-success").inner_text()
 
-            await anna.goto(url)
-            await shots(anna, "vote and family response", axe="case page: votes and family")
-            await click_send(anna, "vote", {"vote": "agree"})
-            _, ole = await new_person(browser, stack, "ole")
-            await ole.goto(url)
-            await click_send(ole, "vote", {"vote": "agree"})
-            await anna.goto(url)
-            await click_send(anna, "family_response", {"approved": "true", "comment": "Good"})
-            await anna.goto(url)
-            assert await anna.locator("#case-stage").get_attribute("data-stage") == "active"
-            await shots(anna, "active with meetings and close", axe="case page: meetings and close")
-            await anna.locator("#form-status_meeting details summary").click()
-            await shots(anna, "status meeting plan changes open")
-            await anna.set_viewport_size({"width": 390, "height": 844})
-            await shots(anna, "mobile status meeting", axe="case page: meetings, mobile")
-            await click_send(anna, "close", {"reason": "goals_reached", "outcomes.sdq.0.informant": "mother",
-                                             "outcomes.sdq.0.before": "18", "outcomes.sdq.0.after": "12"})
-            await shots(anna, "closed")
-        finally:
-            await browser.close()
+    await anna.goto(url)
+    await shots(anna, "vote and family response", axe="case page: votes and family")
+    await click_send(anna, "vote", {"vote": "agree"})
+    _, ole = await new_person(browser, stack, "ole")
+    await ole.goto(url)
+    await click_send(ole, "vote", {"vote": "agree"})
+    await anna.goto(url)
+    await click_send(anna, "family_response", {"approved": "true", "comment": "Good"})
+    await anna.goto(url)
+    assert await anna.locator("#case-stage").get_attribute("data-stage") == "active"
+    await shots(anna, "active with meetings and close", axe="case page: meetings and close")
+    await anna.locator("#form-status_meeting details summary").click()
+    await shots(anna, "status meeting plan changes open")
+    await anna.set_viewport_size({"width": 390, "height": 844})
+    await shots(anna, "mobile status meeting", axe="case page: meetings, mobile")
+    await click_send(anna, "close", {"reason": "goals_reached", "outcomes.sdq.0.informant": "mother",
+                                     "outcomes.sdq.0.before": "18", "outcomes.sdq.0.after": "12"})
+    await shots(anna, "closed")
     report = (f"The plan forms only:\n{forms_table.text()}\n\n"
               f"The whole case page around them:\n{page_table.text()}\n")
     print(report)

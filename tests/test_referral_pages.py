@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -25,7 +23,7 @@ from markupsafe import escape
 from api.pages import i18n
 from api.pages.common import unflatten
 from api.pages.referral import _labels, build
-from tests.e2e_stack import SignedIn, Stack, api_as, with_staff
+from tests.e2e_stack import SignedIn, Stack, api_as
 from tests.test_case_forms import forms_of
 
 ZONE = ZoneInfo("Europe/Copenhagen")
@@ -88,14 +86,9 @@ def test_every_field_error_is_named_in_words() -> None:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    s = Stack(Path(tmp_path_factory.mktemp("referral-pages")) / "data")
-    try:
-        await s.start()
-        await with_staff(s)
-        yield s
-    finally:
-        s.stop()
+def stack(page_stack: Stack) -> Stack:
+    """The session's shared page stack (tests/conftest.py `page_stack`)."""
+    return page_stack
 
 
 def api(stack: Stack, user: str) -> httpx.AsyncClient:

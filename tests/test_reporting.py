@@ -173,8 +173,10 @@ def test_monthly_report_figures() -> None:
     assert funding["adult_services"]["joint"] == 3000
     referred_days = next(r for r in data["stage_days"] if r["stage"] == "referred")
     assert referred_days["n"] >= 1  # the closed case left `referred` in October
-    html = render_report_html(data)
-    assert "Monthly report 2026-10" in html and "mother" in html
+    html = render_report_html(data)  # the municipality's language: Danish
+    assert '<html lang="da">' in html and "Månedsrapport 2026-10" in html and "Mor" in html
+    english = render_report_html(data, "en")
+    assert "Monthly report 2026-10" in english and "Mother" in english
 
 
 def test_month_before() -> None:
@@ -230,7 +232,7 @@ async def test_monthly_report_workflow_on_the_time_skipping_server(ts_env, setti
     assert result["month"] == "2026-09" and result["open_cases"] == 1
     with Session(engine) as session:
         row = session.get(MonthlyReportRow, "2026-09")
-        assert row is not None and "Monthly report 2026-09" in row.html
+        assert row is not None and "Månedsrapport 2026-09" in row.html
         assert row.data["funding"]["total"] > 0
     again = build_report(engine, "2026-09", "DK")
     assert again["cases"] == row.data["cases"]  # the same month computes the same figures

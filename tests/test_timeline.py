@@ -120,6 +120,8 @@ SAMPLES: list[tuple[str, str, dict]] = [
     ("family_focus_points", "family:m2", {"number": 1, "meeting_number": 2}),
     ("focus_points_confirmed", "anna", {"number": 1}),
     ("pause_requested", "family:m2", {"number": 1}),
+    ("outcomes_recorded", "anna", {"occasion": "assessment",
+                                   "measurements": ["sdq:child", "sdq:mother"]}),
     ("something_unheard_of", "anna", {"x": 1}),
 ]
 

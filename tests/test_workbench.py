@@ -198,6 +198,9 @@ def sample_body(name: str, state: CaseState, who: Actor, now: datetime) -> dict 
             return {"at": now.isoformat(), "participants": team}
         case "close":
             return {"reason": "goals_reached"}
+        case "record_outcomes":
+            return {"measurements": [{"instrument": "sdq", "informant": "mother", "scores": {
+                "emotional": 2, "conduct": 2, "hyperactivity": 3, "peer": 1, "prosocial": 7}}]}
         case "pause":
             return {"reason": "Family on holiday"}
         case "provisional_assessment":

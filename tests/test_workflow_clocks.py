@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from domain import clocks
+from domain import deadlines as dl
 from domain.calendar import add_days, add_months
 from domain.lifecycle import Ctx, new_case
 from domain.policy import DK
@@ -330,7 +331,9 @@ async def test_assessment_three_month_reminder_ladder_and_provisional_assessment
         a = deadline(await case(handle), DeadlineKind.assessment)
         three_months = a.remind_at[0]
         assert three_months == add_months(t0, 3, DK.timezone)
-        assert a.due_at == add_months(t0, 4, DK.timezone)
+        # The last day counts whole, moved off a non-working day (docs/deadlines.md).
+        assert a.due_at == dl.due_in_months(DK, DeadlineKind.assessment, t0, 4)
+        assert a.due_at.time() == time(23, 59, 59)
         assert a.remind_at == [three_months, local_days(a.due_at, -14)]
         expected = ladder(a, 7, ["coordinator", "manager", "committee"])
         await walk(ts_env, handle, DeadlineKind.assessment, expected[:3])
@@ -386,7 +389,8 @@ async def test_first_followup_then_the_followup_cadence(
         handle = await start(ts_env, settings, started)
         state = await to_active(ts_env, handle)
         first = deadline(state, DeadlineKind.first_followup)
-        assert first.due_at == add_months(state.measures_started_at, 3, DK.timezone)
+        assert first.due_at == dl.due_in_months(DK, DeadlineKind.first_followup,
+                                                state.measures_started_at, 3)
         await walk(ts_env, handle, DeadlineKind.first_followup,
                    [("reminder", 0, "owner", local_days(first.due_at, -14))])
 
@@ -397,7 +401,7 @@ async def test_first_followup_then_the_followup_cadence(
         assert deadline(state, DeadlineKind.first_followup).status is DeadlineStatus.met
         follow = deadline(state, DeadlineKind.followup)
         assert state.followup_months == 2
-        assert follow.due_at == add_months(at, 2, DK.timezone)
+        assert follow.due_at == dl.due_in_months(DK, DeadlineKind.followup, at, 2)
         await walk(ts_env, handle, DeadlineKind.followup, ladder(follow, 7, ["coordinator", "manager"]))
         await ts_env.sleep(timedelta(days=20))
         state = await case(handle)

@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.document_context import NoSuchContent, document_context
-    from domain import clocks, command_seal, effects
+    from domain import clocks, command_seal, effects, family_effects, retries
     from domain import consent as cs
     from domain import deadlines as dl
     from domain.lifecycle import (
@@ -30,12 +30,20 @@ with workflow.unsafe.imports_passed_through():
         new_case,
         working_copy,
     )
+    from domain.shared_policy import shared as shared_policy
     from models import search
     from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
     from models.messaging import NotificationRequest, NotificationResult, Recipient
 
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
+# Start-to-close timeouts that fit the work (issue 13 point 6): an attempt on a worker that
+# died is retried when its timeout passes, so the case waits seconds, not a minute. A
+# projection or a committee signal is one short database write or RPC (measured: well under a
+# second), so 10 s; a PDF render 0.1-0.3 s of CPU, so 30 s. Only the timeout changes: the
+# commands keep their kind and order, so running cases replay unchanged (no patch needed).
+QUICK_ACTIVITY = timedelta(seconds=10)
+RENDER_TIMEOUT = timedelta(seconds=30)
 PROJECTION_QUIET = timedelta(seconds=5)
 EFFECT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10))
 # Patch: new runs check the seal of their start input (cases started before seals replay as
@@ -46,6 +54,23 @@ SEALED_INPUT = "sealed-input"
 # family's consent. Runs started before it replay as they ran; a consent command given to such
 # a run switches the rules on from that command on (domain.consent.enable).
 CONSENT_RULES = "consent-rules"
+# Patch: a command repeated with nothing in between is answered as its first try was, and a
+# plan draft equal to the pending draft makes no new version (domain.retries, issue 13).
+RETRY_ANSWERS = "retry-answers"
+# Patch: new runs check the close body's free-form `outcomes` against the outcome instruments
+# and map it to measurements (DESIGN §3.8; a bad score is refused). Runs started before it
+# replay as they ran; a command recording measurements switches the check on from then on.
+OUTCOME_INSTRUMENTS = "outcome-instruments"
+# Patch: a notice is keyed by its event and its recipients are fixed when the event fires
+# (issue 13 point 5); a notice whose deadline was met before it left is dropped. Runs started
+# before it keep the old keys (their next continue-as-new switches it on).
+NOTICE_BY_EVENT = "notice-by-event"
+# Patch: METHOD:CANCEL to the invitees of a meeting the case no longer holds for them (the
+# case closed with it ahead; a member no longer covered by consent) — domain.effects.
+MEETING_CANCEL = "meeting-cancel"
+# Patch: the family's SMS reminder the day before each meeting, out of the policy's quiet
+# hours (domain.family_effects): one more timer instant and one more kind of effect.
+FAMILY_SMS_REMINDER = "family-sms-reminder"
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
@@ -61,11 +86,23 @@ class FamilyCaseWorkflow:
     @workflow.init
     def __init__(self, inp: CaseWorkflowInput) -> None:
         self._start_sealed = self._start_is_sealed(inp)
+        # Equal policies share one object per worker process (domain.shared_policy: memory
+        # per cached case); same content, so no change in behaviour and no patch.
+        inp.policy = shared_policy(inp.policy)
+        if inp.state is not None:
+            inp.state.policy = shared_policy(inp.state.policy)
         self.inp = inp
         self.projected_version = inp.projected_version
         # What the committee workflow has been told about each escalation item (id -> status).
         self.announced: dict[str, str] = dict(inp.committee_announced)
         consent_rules = workflow.patched(CONSENT_RULES)
+        self._by_event = workflow.patched(NOTICE_BY_EVENT)
+        self._cancels = workflow.patched(MEETING_CANCEL)
+        self._reminders = workflow.patched(FAMILY_SMS_REMINDER)
+        # The next instant a family SMS reminder falls due, and a counter bumped whenever it
+        # changes (time passing it makes reminders due without a new state version).
+        self._reminder_next: datetime | None = None
+        self._reminder_epoch = 0
         if inp.state is not None:
             self.state = inp.state
             if consent_rules and not self.state.consent_rules:
@@ -78,6 +115,8 @@ class FamilyCaseWorkflow:
             ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates,
                                   consent_rules=consent_rules)
+        if workflow.patched(OUTCOME_INSTRUMENTS):
+            self.state.outcome_rules = True
         self._search_attributes: dict[str, object] = {}
         self._own_change = inp.state is None or self.state.version > inp.projected_version
         self._projection_due: datetime | None = None
@@ -90,10 +129,14 @@ class FamilyCaseWorkflow:
         self._validated: dict[str, tuple[int, CaseState]] = {}
         # Business keys of the messages and documents already handed to their services.
         self.effects_done: set[str] = set(inp.effects_done)
-        self._effects_cache: tuple[int, int, list[effects.Effect]] = (-1, -1, [])
+        self._effects_cache: tuple[object, int, list[effects.Effect]] = (-1, -1, [])
         self._effects_busy = False
         # Set when the start input is forged: the run fails before it projects anything.
         self._refused = False
+        # The fingerprint of the last command applied (domain.retries): the same command again,
+        # with nothing in between, is its retry. Rebuilt on replay by the handlers; a new run
+        # (continue-as-new) starts without one.
+        self._last_command: str | None = None
 
     def _ctx(self, actor: Actor) -> Ctx:
         return Ctx(actor=actor, now=workflow.now(), policy=self.state.policy)
@@ -183,7 +226,8 @@ class FamilyCaseWorkflow:
         """Sleep until the next instant (a clock's reminder/due/ladder step, or the projection's
         quiet spell) or until a command changes the case. The durable timer is kept across
         commands: only a command that moves the next instant replaces it."""
-        targets = [t for t in (clocks.next_instant(self.state), self._projection_due) if t]
+        targets = [t for t in (clocks.next_instant(self.state), self._projection_due,
+                               self._reminder_next) if t]
         target = min(targets) if targets else None
         if target != self._timer_at:
             if self._timer is not None:
@@ -204,18 +248,26 @@ class FamilyCaseWorkflow:
     def _fire_clocks(self) -> None:
         now = workflow.now()
         recorded = clocks.fire(self.state, now)
+        if recorded and self._by_event:
+            effects.stamp_recipients(self.state, now)
         if recorded:
             self._own_change = True
             self.state.version += 1
             after_clocks(self.state, now)  # a consent whose end came expires; "blocked on"
+        if self._reminders:
+            upcoming = family_effects.next_reminder(self.state, self.effects_done, now)
+            if upcoming != self._reminder_next:
+                self._reminder_next, self._reminder_epoch = upcoming, self._reminder_epoch + 1
 
     # ------------------------------------------------------------ messages and documents
 
     def _pending_effects(self) -> list[effects.Effect]:
         version, done, cached = self._effects_cache
-        if version != self.state.version or done != len(self.effects_done):
-            cached = effects.pending(self.state, self.effects_done)
-            self._effects_cache = (self.state.version, len(self.effects_done), cached)
+        stamp = (self.state.version, self._reminder_epoch)
+        if version != stamp or done != len(self.effects_done):
+            cached = effects.pending(self.state, self.effects_done, self._by_event, self._cancels,
+                                     workflow.now() if self._reminders else None)
+            self._effects_cache = (stamp, len(self.effects_done), cached)
         return cached
 
     def _effects_idle(self) -> bool:
@@ -228,6 +280,8 @@ class FamilyCaseWorkflow:
             await workflow.wait_condition(lambda: bool(self._pending_effects()))
             self._effects_busy = True
             for effect in list(self._pending_effects()):
+                if self._by_event and not effects.still_wanted(self.state, effect):
+                    continue  # its deadline was met (or cancelled) while it waited
                 try:
                     await self._perform(effect)
                 except ActivityError:
@@ -248,7 +302,7 @@ class FamilyCaseWorkflow:
                 effects.document_request(self.state, kind, version, context),
                 # Documents have their own worker process (see worker.py).
                 task_queue=f"{workflow.info().task_queue}-documents",
-                start_to_close_timeout=timedelta(minutes=2),
+                start_to_close_timeout=RENDER_TIMEOUT,
                 schedule_to_close_timeout=timedelta(days=1),
                 retry_policy=EFFECT_RETRY,
             )
@@ -259,7 +313,7 @@ class FamilyCaseWorkflow:
         if effect.fan_out is not None:
             recipients = await workflow.execute_activity(
                 "resolve_recipients", effect.fan_out, result_type=list[Recipient],
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=QUICK_ACTIVITY,
                 schedule_to_close_timeout=timedelta(hours=1), retry_policy=EFFECT_RETRY,
             )
             targets = [request.model_copy(update={"recipient": r, "key": f"{request.key}:{r.id}"})
@@ -271,6 +325,9 @@ class FamilyCaseWorkflow:
         while True:
             result = await workflow.execute_activity(
                 "send_notification", request, result_type=NotificationResult,
+                # Not shorter: an attempt holds its outbox row for the channel's socket
+                # timeout + 30 s (activities/notifications.py lease), and a retry before the
+                # lease ends only finds the row busy (docs/operations.md).
                 start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_close_timeout=timedelta(days=1), retry_policy=EFFECT_RETRY,
             )
@@ -289,7 +346,7 @@ class FamilyCaseWorkflow:
             await workflow.execute_activity(
                 "committee_item_changed",
                 args=[item, self.state.policy],
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=QUICK_ACTIVITY,
                 schedule_to_close_timeout=timedelta(days=7),
                 retry_policy=PROJECTION_RETRY,
             )
@@ -301,7 +358,7 @@ class FamilyCaseWorkflow:
             await workflow.execute_activity(
                 "project_case",
                 self.state,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=QUICK_ACTIVITY,
                 schedule_to_close_timeout=timedelta(hours=1),
                 retry_policy=PROJECTION_RETRY,
             )
@@ -351,6 +408,28 @@ class FamilyCaseWorkflow:
         """No-op update used with update-with-start, so creating a case answers with it."""
         return self.state
 
+    @workflow.update
+    def note_duplicates(self, inp: CommandInput) -> CaseState:
+        """A registration of the same person, made at the same time, names this case too
+        (api/duplicates.py): the possible-duplicate flag gets its id. Not a user's command
+        (no history entry, no retry rule); new, so no history before it holds one."""
+        ids = list((inp.body or {}).get("case_ids") or [])
+        if retries.note_possible_duplicates(self.state, ids):
+            self.state.version += 1
+        return self.state
+
+    @note_duplicates.validator
+    def _v_note_duplicates(self, inp: CommandInput) -> None:
+        update_id = workflow.current_update_info().id
+        target = command_seal.Target("update", workflow.info().workflow_id, "note_duplicates",
+                                     update_id)
+        if not command_seal.admitted(target, inp, inp.seal, replaying=False):
+            raise _forged()
+        ids = (inp.body or {}).get("case_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 100:
+            raise ApplicationError("case_ids must be a list of case ids", type="invalid",
+                                   non_retryable=True)
+
     def _validate(self, name: str, inp: CommandInput) -> None:
         # First of all: only OneFamily's API commands a case (DESIGN §9). Validators run on
         # first delivery only, never on replay, so a refusal leaves no trace in the history.
@@ -358,6 +437,8 @@ class FamilyCaseWorkflow:
         target = command_seal.Target("update", workflow.info().workflow_id, name, update_id)
         if not command_seal.admitted(target, inp, inp.seal, replaying=False):
             raise _forged()
+        if retries.keyless(update_id) and retries.fingerprint(name, inp) == self._last_command:
+            return  # a retry of the last command: accepted, answered with the case as it is
         candidate = working_copy(self.state)
         try:
             execute(candidate, name, inp, self._ctx(inp.actor))
@@ -373,14 +454,25 @@ class FamilyCaseWorkflow:
     def _apply(self, name: str, inp: CommandInput) -> CaseState:
         info = workflow.current_update_info()
         cached = self._validated.pop(info.id, None) if info else None
-        if cached is not None and cached[0] == self.state.version:
-            self.state = cached[1]
+        fingerprint = retries.fingerprint(name, inp)
+        # Behind a patch (domain.retries): a retry gets the first try's answer, and a plan
+        # draft equal to the pending one is that draft. Runs that applied such a command
+        # before the patch replay as they ran.
+        if (fingerprint == self._last_command and retries.keyless(info.id if info else None)
+                and workflow.patched(RETRY_ANSWERS)):
             return self.state
-        candidate = working_copy(self.state)
-        try:
-            execute(candidate, name, inp, self._ctx(inp.actor))
-        except Refusal as refusal:  # state changed since validation: refuse, change nothing
-            raise _refusal_error(refusal) from None
+        if cached is not None and cached[0] == self.state.version:
+            candidate = cached[1]
+        else:
+            candidate = working_copy(self.state)
+            try:
+                execute(candidate, name, inp, self._ctx(inp.actor))
+            except Refusal as refusal:  # state changed since validation: refuse, change nothing
+                raise _refusal_error(refusal) from None
+        self._last_command = fingerprint
+        if (name == "put_plan" and retries.same_as_pending_draft(self.state, inp.body)
+                and workflow.patched(RETRY_ANSWERS)):
+            return self.state  # checked like any draft (who, stage), but no new version
         self.state = candidate
         return self.state
 
@@ -583,3 +675,11 @@ class FamilyCaseWorkflow:
     @request_pause.validator
     def _v_request_pause(self, inp: CommandInput) -> None:
         self._validate("request_pause", inp)
+
+    @workflow.update
+    def record_outcomes(self, inp: CommandInput) -> CaseState:
+        return self._apply("record_outcomes", inp)
+
+    @record_outcomes.validator
+    def _v_record_outcomes(self, inp: CommandInput) -> None:
+        self._validate("record_outcomes", inp)

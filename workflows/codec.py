@@ -33,6 +33,7 @@ import logging
 import os
 import secrets
 import stat
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -50,6 +51,14 @@ ENCODING = b"binary/encrypted"
 KEY_ID_META = "encryption-key-id"
 CIPHER_META = "encryption-cipher"
 CIPHER = b"AES-256-GCM"
+# Payloads of at least COMPRESS_FROM bytes are zlib-compressed before encryption when that
+# makes them smaller (a case state is ~12-30 KB of JSON, ~4x smaller compressed: less history
+# per command in Temporal's database and on the wire; issue 13). The mark is in the clear
+# metadata AND in the associated data, so it cannot be flipped without failing authentication.
+COMPRESSION_META = "encryption-compression"
+ZLIB = b"zlib"
+COMPRESS_FROM = 512
+ZLIB_LEVEL = 1  # the fastest: ~0.1 ms for a 25 KB state, most of the gain of level 9
 KEY_FILE = "encryption.key"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -89,14 +98,17 @@ class EncryptionCodec(PayloadCodec):
         out = []
         for payload in payloads:
             nonce = secrets.token_bytes(NONCE_BYTES)  # random 96-bit nonce: fresh per payload
+            plain = payload.SerializeToString()
+            metadata = {"encoding": ENCODING, KEY_ID_META: key_id, CIPHER_META: CIPHER}
             # The key id as associated data: a payload can't be relabelled to another key.
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), key_id)
-            out.append(
-                Payload(
-                    metadata={"encoding": ENCODING, KEY_ID_META: key_id, CIPHER_META: CIPHER},
-                    data=nonce + sealed,
-                )
-            )
+            aad = key_id
+            if len(plain) >= COMPRESS_FROM:
+                packed = zlib.compress(plain, ZLIB_LEVEL)
+                if len(packed) < len(plain):
+                    plain, aad = packed, _aad(key_id, ZLIB)
+                    metadata[COMPRESSION_META] = ZLIB
+            sealed = cipher.encrypt(nonce, plain, aad)
+            out.append(Payload(metadata=metadata, data=nonce + sealed))
         return out
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -112,14 +124,24 @@ class EncryptionCodec(PayloadCodec):
                 f"payload is encrypted with key id {key_id!r}, which this process does not have "
                 f"(known: {', '.join(self.key_ids)}); add it to {ENV_PREVIOUS} to read old data"
             )
+        compression = payload.metadata.get(COMPRESSION_META)
+        if compression is not None and compression != ZLIB:
+            raise EncryptionKeyError(f"payload with key id {key_id!r} has an unknown compression")
+        aad = _aad(key_id.encode(), compression) if compression else key_id.encode()
         data = payload.data
         try:
-            plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
+            plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], aad)
         except InvalidTag:
             raise EncryptionKeyError(
                 f"payload with key id {key_id!r} failed authentication: wrong key or tampered data"
             ) from None
+        if compression:
+            plain = zlib.decompress(plain)  # authenticated: only our own encoder wrote it
         return Payload.FromString(plain)
+
+
+def _aad(key_id: bytes, compression: bytes) -> bytes:
+    return key_id + b"\0" + compression
 
 
 def key_fingerprint(key: bytes) -> str:

@@ -13,6 +13,7 @@ from api.pages import (
     language,
     meetings,
     mywork,
+    outcomes,
     plan,
     referral,
     reports,
@@ -21,5 +22,5 @@ from api.pages import (
 
 router = APIRouter(include_in_schema=False)
 for _module in (referral, mywork, dashboard, case_commands, plan, meetings, case, reports, committee,
-                staff, language, family, family_staff):
+                staff, language, family, family_staff, outcomes):
     router.include_router(_module.router)

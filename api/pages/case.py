@@ -49,6 +49,7 @@ from domain.access import (
     read_refusal,
     report_scope,
 )
+from domain.outcomes import summary as outcome_summary
 from domain.workbench import available_commands, ordered
 from models.case import CaseState
 from models.tables import CaseRow, StaffRow
@@ -244,6 +245,8 @@ async def case_page_response(request: Request, case_id: str,
         history=[{"at": h.at, "text": say(timeline.entry(h, names, state)), "event": h.event}
                  for h in reversed(state.history)],
         plan=plan, active_plan=state.active_plan,
+        # Outcome measures, first -> latest per instrument and informant (DESIGN §3.8).
+        outcomes=outcome_summary(state.policy.outcome_instruments, state.outcome_measurements),
         goals={g.id: g.text for g in plan.goals} if plan else {},
         today=now.date(),
         last_contact=max((x.at for x in state.contacts), default=None),
@@ -308,11 +311,26 @@ async def case_document(request: Request, case_id: str, doc_id: str, format: str
 
 
 
+def _nudge_sent(session: Session, key: str) -> bool:
+    """Is there an in-app message with this key already (the outbox, when installed)?"""
+    try:
+        from models.tables_outbox import NotificationRow
+    except ImportError:
+        return False
+    table = NotificationRow.__table__
+    try:
+        return session.execute(select(table.c.id).where(table.c.key == key)).first() is not None
+    except Exception:  # noqa: BLE001 - no outbox table in this installation: nothing was sent
+        session.rollback()
+        return False
+
+
 @router.post("/cases/{case_id}/nudge")
 async def nudge(request: Request, case_id: str,
                 recipient_id: Annotated[str, Form(max_length=64)],
                 message: Annotated[str, Form(max_length=1000)] = "",
-                kind: Annotated[str, Form(max_length=64)] = "") -> Response:
+                kind: Annotated[str, Form(max_length=64)] = "",
+                idempotency_key: Annotated[str, Form(max_length=64)] = "") -> Response:
     with Session(request.app.state.engine) as session:
         user = current_user(request, session)
         refused = manager_or_error(request, user, case_id)
@@ -326,6 +344,11 @@ async def nudge(request: Request, case_id: str,
         if recipient is None:
             return back(f"/cases/{case_id}", error=i18n.translate(lang, "case.flash.unknown_staff"))
         recipient_name = recipient.name
+        # The form's key (one per form shown): a second submit of the same form (a retry after
+        # a lost answer, a double click) is the first nudge, not another message.
+        if idempotency_key and _nudge_sent(session, f"nudge-form:{user.id}:{idempotency_key}"):
+            return back(f"/cases/{case_id}", ok=i18n.translate(lang, "case.flash.nudge_sent",
+                                                               name=recipient_name))
         text = message.strip() or i18n.translate(lang, "case.nudge.plain")
         row = StuckNudgeRow(case_id=case_id, kind=kind or None, recipient_id=recipient_id, sent_by=user.id,
                             sent_at=datetime.now(UTC), message=text)
@@ -334,9 +357,11 @@ async def nudge(request: Request, case_id: str,
         session.refresh(row)
         case_row = session.get(CaseRow, case_id)
         role = "coordinator" if case_row.coordinator_id == recipient_id else "team"
-        nudge_id, sender = row.id, user.name
+        nudge_id, sender, sender_id = row.id, user.name, user.id
     notification = await asyncio.to_thread(
-        reports.notify_in_app, request.app.state.engine, key=f"nudge:{nudge_id}", case_id=case_id,
+        reports.notify_in_app, request.app.state.engine,
+        key=f"nudge-form:{sender_id}:{idempotency_key}" if idempotency_key else f"nudge:{nudge_id}",
+        case_id=case_id,
         recipient_id=recipient_id, recipient_role=role, purpose="manager_nudge",
         subject=f"{sender} asks you to look at a case",
         body=f"{text}\n\n/cases/{case_id}",

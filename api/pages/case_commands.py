@@ -36,6 +36,7 @@ from api.pages.common import (
 from models.case import (
     AssessmentContent,
     AssignCoordinator,
+    CompleteAssessment,
     ExtendAssessment,
     FormTeam,
     PauseCase,
@@ -117,6 +118,8 @@ def field_label(form_name: str, name: str, lang: str) -> str:
         side = known(f"ics.side.{parts[1]}") or parts[1]
         part = known(f"put_assessment.{parts[-1]}") if len(parts) == 4 else None
         return f"{side}: {part}" if part else side
+    if parts[0] == "measurements" and len(parts) == 4:  # api/pages/outcomes.py
+        return i18n.translate(lang, f"outcomes.scale.{parts[3]}")
     if name == "_form":
         return known(f"{form_name}.heading") or name
     return known(f"{form_name}.{ALIASES.get(name, name)}") or name
@@ -234,11 +237,23 @@ async def put_assessment(request: Request, case_id: str) -> Response:
                           _assessment)
 
 
+def _complete(data: dict, lang: str, values: dict[str, str]) -> CompleteAssessment:
+    """The questionnaires filled in for the assessment, if any (api/pages/outcomes.py)."""
+    from api.pages.outcomes import measurements_of
+    from api.pages.plan import field_errors
+
+    measurements, typos = measurements_of(values, lang)
+    if typos:
+        raise field_errors(typos)
+    return CompleteAssessment.model_validate({"measurements": measurements})
+
+
 @router.post("/cases/{case_id}/assessment/complete")
 async def complete_assessment(request: Request, case_id: str) -> Response:
     return await case_form(request, case_id, "complete_assessment",
-                          lambda cmd: cases.complete_assessment(case_id, cmd), None,
-                          lambda lang, result: _t(lang, "complete_assessment.done"))
+                          lambda cmd, body: cases.complete_assessment(case_id, cmd, body),
+                          CompleteAssessment,
+                          lambda lang, result: _t(lang, "complete_assessment.done"), _complete)
 
 
 @router.post("/cases/{case_id}/assessment/provisional")

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from api.pages import i18n
 from api.pages.common import timezone_of
+from api.pages.outcomes import measurements_of
 from api.pages.plan import (
     IndexMap,
     command_form,
@@ -59,7 +60,14 @@ def build_status_meeting(values: dict[str, str], lang: str,
     the plan editor's fields count only when "the plan changes" is ticked."""
 
     def build(data: dict) -> RecordStatusMeeting:
-        body = {k: v for k, v in data.items() if k not in ("goal_progress", "plan_changes")}
+        body = {k: v for k, v in data.items()
+                if k not in ("goal_progress", "plan_changes", "measurements")}
+        # The questionnaires filled in at the meeting (api/pages/outcomes.py).
+        measurements, typos = measurements_of(values, lang)
+        if typos:
+            raise field_errors(typos)
+        if measurements:
+            body["measurements"] = measurements
         maps: IndexMap = {}
         progress, progress_rows = [], []
         for i, g in rows(subtree(values, "goal_progress.")):
@@ -123,10 +131,15 @@ def outcomes_of(values: dict[str, str], lang: str) -> tuple[dict | None, list[tu
 
 def build_close(values: dict[str, str], lang: str, _user=None) -> Callable[[dict], CloseCase]:
     def build(data: dict) -> CloseCase:
-        body = {k: v for k, v in data.items() if k != "outcomes"}
+        body = {k: v for k, v in data.items() if k not in ("outcomes", "measurements")}
         outcomes, own = outcomes_of(values, lang)
         if outcomes is not None:
             body["outcomes"] = outcomes
+        # The questionnaires' scales (api/pages/outcomes.py): measurements at closing.
+        measurements, typos = measurements_of(values, lang)
+        own += typos
+        if measurements:
+            body["measurements"] = measurements
         try:
             close = CloseCase.model_validate(body)
         except ValidationError as error:

@@ -342,6 +342,8 @@ def label_of(name: str, lang: str) -> str:
         head, parts = _t(lang, "plan.meeting.changes") + " — ", parts[1:]
     if parts[0] == "outcomes" and len(parts) > 1:
         parts = parts[1:]
+    if parts[0] == "measurements" and len(parts) == 4:  # api/pages/outcomes.py
+        return _t(lang, f"outcomes.scale.{parts[3]}")
     if parts[0] == "family_goals" and len(parts) == 2 and parts[1].isdigit():
         return head + _t(lang, "plan.family_goals.label", n=int(parts[1]) + 1)
     if parts[0] in _FIELDS and len(parts) >= 3 and parts[1].isdigit():

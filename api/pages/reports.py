@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -29,13 +28,12 @@ from api.pages.common import (
     timezone_of,
 )
 from api.pages.manager_words import WORDS
-from api.scope import scope_clause
+from api.reports import report_for
 from domain.access import (
     may_read_reports,
     report_scope,
 )
-from models.case import CaseState
-from models.tables import CaseRow, StaffRow
+from models.tables import StaffRow
 from models.tables_reporting import MonthlyReportRow
 
 router = APIRouter(include_in_schema=False)
@@ -81,40 +79,12 @@ def reports_go(month: str = "") -> Response:
     return RedirectResponse(f"/reports/{quote(month[:7])}", status_code=303)
 
 
-def _scoped_report(engine, month: str, country: str, scope) -> dict:
-    """The month's figures over the cases in `scope` only (a manager's unit), never stored:
-    the stored report is the whole municipality's."""
-    timezone = reports.TIMEZONES.get(country.upper(), "Europe/Copenhagen")
-    _, end = reports.month_bounds(month, timezone)
-    t = CaseRow.__table__
-    with Session(engine) as session:
-        query = (select(t.c.document).where(t.c.created_at < end, scope_clause(scope))
-                 .execution_options(yield_per=200))
-        states = (CaseState.model_validate(doc) for doc in session.execute(query).scalars())
-        return reports.compute_report(states, month, timezone=timezone, now=datetime.now(UTC),
-                                      country=country.upper())
-
-
 async def _report(request: Request, month: str, user: StaffRow,
                   force: bool = False) -> MonthlyReportRow | dict:
-    """The stored report of a finished month (computed and stored if missing), or, for the
-    running month, the figures so far (not stored). A reader whose report scope is not the
-    whole municipality (a manager) gets their unit's figures, computed now."""
-    engine = request.app.state.engine
-    country = settings_of(request).country
-    scope = report_scope(actor_of(user))
-    if not scope.everything:
-        return await asyncio.to_thread(_scoped_report, engine, month, country, scope)
-    if not force:
-        with Session(engine) as session:
-            row = session.get(MonthlyReportRow, month)
-            if row is not None:
-                session.expunge(row)
-                return row
-    data = await asyncio.to_thread(reports.build_report, engine, month, country)
-    if data["complete"]:
-        return await asyncio.to_thread(reports.store_report, engine, data, user.id)
-    return data
+    """What this reader may read (api/reports.py `report_for`, shared with the JSON): the
+    stored municipality report, the running month's figures, or their unit's figures."""
+    return await report_for(request.app.state.engine, month, settings_of(request).country,
+                            actor_of(user), force=force)
 
 
 def _report_reader(request: Request, month: str) -> tuple[object, Response | None]:
