@@ -615,7 +615,9 @@ async def test_the_plan_forms_in_chromium_pass_axe_and_look_right(stack: Stack, 
     await anna.goto(url)
     assert await anna.locator("#case-stage").get_attribute("data-stage") == "active"
     await shots(anna, "active with meetings and close", axe="case page: meetings and close")
-    await anna.locator("#form-status_meeting details summary").click()
+    # The plan changes' <details> (the outcome questionnaires have <details> of their own).
+    await anna.locator("#form-status_meeting details summary",
+                       has_text=en("plan.meeting.changes_summary", version=1)).click()
     await shots(anna, "status meeting plan changes open")
     await anna.set_viewport_size({"width": 390, "height": 844})
     await shots(anna, "mobile status meeting", axe="case page: meetings, mobile")
