@@ -76,11 +76,16 @@ def release_persons(engine: Engine, case_id: str) -> None:
         session.commit()
 
 
+MAX_TOLD = 10  # other cases told of one registration
+_in_flight = asyncio.Semaphore(8)  # background flag Updates at a time, per API process
+
+
 async def _note(client: Client, engine: Engine, case_id: str, ids: list[str], actor: Actor,
                 timeout: float) -> CaseState | None:
     try:
-        return await send(client, engine, case_id, "note_duplicates",
-                          CommandInput(actor=actor, body={"case_ids": ids}), None, timeout)
+        async with _in_flight:
+            return await send(client, engine, case_id, "note_duplicates",
+                              CommandInput(actor=actor, body={"case_ids": ids}), None, timeout)
     except Exception as error:  # noqa: BLE001 - the registration stands; the flag is extra
         log.warning("could not flag a case as a possible duplicate (%s)", type(error).__name__,
                     extra={"event": "duplicate_flag_failed"})
@@ -96,7 +101,10 @@ async def tell_each_other(client: Client, engine: Engine, case_id: str, body: Ca
     now. The Updates go in the background, so the registration's answer never waits for
     other cases (the new case's flag gets the late ones a moment after its answer)."""
     later = sorted(await asyncio.to_thread(others_now, engine, case_id, body) - set(found))
-    for other in [*found, *later]:
+    # The concurrent ones (`later`) are always told; of the earlier ones at most MAX_TOLD, so
+    # a person entered the same way on many cases (a placeholder) cannot make every
+    # registration send an Update to each of them (N^2 Updates; docs/performance.md).
+    for other in [*later, *found[:max(0, MAX_TOLD - len(later))]]:
         _spawn(_note(client, engine, other, [case_id], actor, timeout))
     if later:
         _spawn(_note(client, engine, case_id, later, actor, timeout))

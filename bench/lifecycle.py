@@ -37,7 +37,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -181,9 +181,11 @@ class CommandFailed(Exception):
 
 
 class Api:
-    def __init__(self, http: httpx.AsyncClient, results: Results) -> None:
+    def __init__(self, http: httpx.AsyncClient, results: Results, same_family: bool = False) -> None:
         self.http = http
         self.results = results
+        self.same_family = same_family
+        self.registrations = 0
         self.tokens: dict[str, str] = {}  # staff id -> personal API token
 
     def auth(self, user: str) -> dict[str, str]:
@@ -200,8 +202,26 @@ class Api:
         return r.json(), took
 
     async def create_case(self) -> tuple[str, float]:
-        case, took = await self.call("POST", "/cases", "admin", case_create_body(), expect=201)
+        case, took = await self.call("POST", "/cases", "admin", self.registration(), expect=201)
         return case["id"], took
+
+    def registration(self) -> dict:
+        """A registration body. Each names a family of its own, as real registrations do:
+        with one family for all, every registration is a possible duplicate of every open
+        case before it, and tells each of them by an Update (api/duplicates.py) -- N^2/2
+        Updates, projections and read-model writes that measure the duplicate check, not
+        the command path. `--same-family` measures exactly that."""
+        body = case_create_body()
+        if self.same_family:
+            return body
+        self.registrations += 1
+        n = self.registrations
+        for i, member in enumerate(body["family"]["members"]):
+            member["name"] = f"{member['name']} {n}"
+            born = date.fromisoformat(member["birth_date"]) + timedelta(days=n * 3 + i)
+            member["birth_date"] = born.isoformat()
+        body["family"]["name"] = f"{body['family']['name']} {n}"
+        return body
 
     async def lifecycle(self, case_id: str, coordinator: str,
                         record: dict[str, list[float]] | None,
@@ -297,13 +317,14 @@ async def login(api: Api, user: str, password: str) -> str:
     return r.json()["token"]
 
 
-async def measure(stack: Stack, n: int, concurrency: int, results: Results) -> None:
+async def measure(stack: Stack, n: int, concurrency: int, results: Results,
+                  same_family: bool = False) -> None:
     client = await Client.connect(stack.temporal.target, namespace=stack.temporal.namespace)
     limits = httpx.Limits(max_connections=concurrency + ONE_CASE_COMMANDS + 5,
                           max_keepalive_connections=concurrency + ONE_CASE_COMMANDS + 5)
     async with httpx.AsyncClient(base_url=stack.base_url + "/api/v1", timeout=120,
                                  limits=limits) as http:
-        api = Api(http, results)
+        api = Api(http, results, same_family)
         total_cases = n + SEQUENTIAL_CASES + 2  # + warm-up
         coordinators = [f"coord{k:03d}" for k in range(math.ceil(total_cases / CASES_PER_COORDINATOR) + 1)]
         await register_staff(api, coordinators)
@@ -663,7 +684,7 @@ def report(r: Results) -> None:
     print()
 
 
-async def main_async(n: int, concurrency: int) -> Results:
+async def main_async(n: int, concurrency: int, same_family: bool = False) -> Results:
     results = Results(n=n, concurrency=concurrency)
     with tempfile.TemporaryDirectory(prefix="onefamily-bench-") as tmp:
         stack = Stack(Path(tmp) / "data")
@@ -673,7 +694,7 @@ async def main_async(n: int, concurrency: int) -> Results:
             results.setup_s = time.perf_counter() - t0
             print(f"stack up in {results.setup_s:.1f} s (data dir {stack.data_dir}); measuring...",
                   flush=True)
-            await measure(stack, n, concurrency, results)
+            await measure(stack, n, concurrency, results, same_family)
         except BaseException:
             for e in results.errors:
                 print(f"error: {e}", file=sys.stderr)
@@ -692,10 +713,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lifecycle", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=50, help="N: cases (and bare workflows)")
     parser.add_argument("--concurrency", type=int, default=10, help="C: requests in flight")
+    parser.add_argument("--same-family", action="store_true",
+                        help="every registration names the same family (each a possible duplicate "
+                             "of all open cases before it: N^2/2 duplicate Updates)")
     args = parser.parse_args()
     if args.cases < 2 or args.concurrency < 1:
         parser.error("need --cases >= 2 and --concurrency >= 1")
-    report(asyncio.run(main_async(args.cases, args.concurrency)))
+    report(asyncio.run(main_async(args.cases, args.concurrency, args.same_family)))
     return 0  # a MISS is reported, not an error
 
 
