@@ -15,23 +15,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from fastapi import FastAPI
 from sqlmodel import Session, select
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from api import cases as cases_api
 from api import consents as consents_api
-from api.auth import AuthMiddleware
-from api.deps import forget_staff
 from domain.access import NOT_CONSENTED
 from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState, ConsentStatus, DeadlineKind, DeadlineStatus
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
-from models.tables import CaseRow, StaffRow
+from models.tables import CaseRow
 from models.tables_outbox import NotificationRow
 from settings import Settings
+from tests.apps import engine_client
 from tests.conftest import running_worker, save_history
 from tests.factories import case_create_body
 from workflows.case import FamilyCaseWorkflow
@@ -87,25 +85,10 @@ def outbox(settings: Settings, case_id: str, purpose: str) -> set[str]:
 
 
 def http_app(settings: Settings, env: WorkflowEnvironment) -> httpx.AsyncClient:
-    engine = get_engine(settings.db_url)
-    with Session(engine) as session:
-        for sid, roles, dept in [("anna", ["coordinator"], "children_disability"),
-                                 ("ole", ["team_member"], "adult_services"),
-                                 ("lise", ["team_member"], "school")]:
-            session.add(StaffRow(id=sid, name=sid.title(), discipline="social_worker",
-                                 department=dept, roles=roles,
-                                 created_at=datetime(2026, 1, 1, tzinfo=CPH)))
-        session.commit()
-    forget_staff()
-    app = FastAPI()
-    app.state.engine, app.state.temporal = engine, env.client
-    app.state.settings = settings.model_copy(update={"auth": "trusted-header"})
-    app.add_middleware(AuthMiddleware)
-    app.include_router(cases_api.router)
-    app.include_router(consents_api.router)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
-                             base_url="http://onefamily.test/api/v1", timeout=60)
-
+    return engine_client(settings, env.client, [("anna", ["coordinator"], "children_disability"),
+                                                ("ole", ["team_member"], "adult_services"),
+                                                ("lise", ["team_member"], "school")],
+                         cases_api.router, consents_api.router)
 
 async def test_renewal_reminder_and_expiry_on_the_durable_timer(
     ts_env: WorkflowEnvironment, settings: Settings, started: list[WorkflowHandle]

@@ -11,13 +11,11 @@ from __future__ import annotations
 import html as htmllib
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlmodel import Session
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -25,15 +23,12 @@ from activities.document_context import document_context
 from activities.rendering import render_document_html
 from api import cases as cases_api
 from api import pages
-from api.auth import AuthMiddleware
-from api.deps import forget_staff
 from api.pages.outcomes import measurements_of
 from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState, Stage
 from models.commands import CaseWorkflowInput, CommandInput
-from models.db import get_engine
-from models.tables import StaffRow
 from settings import Settings
+from tests.apps import engine_client
 from tests.conftest import running_worker
 from tests.factories import case_create_body
 from workflows.case import FamilyCaseWorkflow
@@ -110,25 +105,10 @@ def test_the_form_rows_become_measurements_numbers_as_people_type_them() -> None
 
 
 def app_for(settings: Settings, env: WorkflowEnvironment) -> httpx.AsyncClient:
-    engine = get_engine(settings.db_url)
-    with Session(engine) as session:
-        for sid, roles, dept in [("anna", ["coordinator"], "children_disability"),
-                                 ("ole", ["team_member"], "adult_services")]:
-            session.add(StaffRow(id=sid, name=sid.title(), discipline="social_worker",
-                                 department=dept, roles=roles,
-                                 created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-        session.commit()
-    forget_staff()
-    app = FastAPI()
-    app.state.engine, app.state.temporal = engine, env.client
-    app.state.settings = settings.model_copy(update={"auth": "trusted-header"})
-    app.add_middleware(AuthMiddleware)
-    app.include_router(cases_api.router)
-    app.include_router(pages.router)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
-                             base_url="http://onefamily.test", timeout=60,
-                             headers={"X-User": "anna"})
-
+    return engine_client(settings, env.client, [("anna", ["coordinator"], "children_disability"),
+                                                ("ole", ["team_member"], "adult_services")],
+                         cases_api.router, pages.router, base_url="http://onefamily.test",
+                         headers={"X-User": "anna"})
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None
               ) -> CaseState:

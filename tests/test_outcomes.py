@@ -10,27 +10,22 @@ total difficulties 18 -> 29 and 8 -> 11.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlmodel import Session
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from api import cases as cases_api
-from api.auth import AuthMiddleware
-from api.deps import forget_staff
 from domain import outcomes as oc
 from domain.lifecycle import Refusal, execute, new_case, working_copy
 from domain.policy import DK, SE
 from models.case import Actor, CaseCreate, CaseState, Stage
 from models.commands import CaseWorkflowInput, CommandInput
-from models.db import get_engine
 from models.outcomes import SDQ, OutcomeIn
-from models.tables import StaffRow
 from settings import Settings
+from tests.apps import engine_client
 from tests.conftest import running_worker, save_history
 from tests.factories import NOW, case_create, case_create_body, coordinator, ctx
 from workflows.case import FamilyCaseWorkflow
@@ -262,23 +257,9 @@ def test_a_status_meeting_in_the_future_is_refused() -> None:
 
 
 def http_app(settings: Settings, env: WorkflowEnvironment) -> httpx.AsyncClient:
-    engine = get_engine(settings.db_url)
-    with Session(engine) as session:
-        for sid, roles, dept in [("anna", ["coordinator"], "children_disability"),
-                                 ("ole", ["team_member"], "adult_services")]:
-            session.add(StaffRow(id=sid, name=sid.title(), discipline="social_worker",
-                                 department=dept, roles=roles,
-                                 created_at=datetime(2026, 1, 1, tzinfo=UTC)))
-        session.commit()
-    forget_staff()
-    app = FastAPI()
-    app.state.engine, app.state.temporal = engine, env.client
-    app.state.settings = settings.model_copy(update={"auth": "trusted-header"})
-    app.add_middleware(AuthMiddleware)
-    app.include_router(cases_api.router)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
-                             base_url="http://onefamily.test/api/v1", timeout=60)
-
+    return engine_client(settings, env.client, [("anna", ["coordinator"], "children_disability"),
+                                                ("ole", ["team_member"], "adult_services")],
+                         cases_api.router)
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None
               ) -> CaseState:
