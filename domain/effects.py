@@ -203,14 +203,7 @@ def _cancel_effects(state: CaseState, done: set[str]) -> list[Effect]:
             if key in done:
                 continue
             cancel = invite.model_copy(update={"method": "CANCEL", "sequence": invite.sequence + 1})
-            request = NotificationRequest(
-                key=key, case_id=state.id, purpose=cancel_purpose, recipient=recipient,
-                template="meeting_invitation",
-                language=_language(state) if recipient.role is RecipientRole.family else None,
-                context={"meeting": "assessment" if name == "assessment" else "status",
-                         "coordinator_name": ""},
-                invite=cancel,
-            )
+            request = _meeting_message(state, key, cancel_purpose, recipient, name, cancel)
             out.append(Effect(key=request.key, notification=request))
     return out
 
@@ -236,16 +229,23 @@ def _invitations(state: CaseState, done: set[str], name: str, invite: MeetingInv
         recipients += family_recipients(state)
     out = []
     for recipient in recipients:
-        request = NotificationRequest(
-            key=notification_key(state.id, purpose, recipient.id, invite.sequence + 1),
-            case_id=state.id, purpose=purpose, recipient=recipient, template="meeting_invitation",
-            language=_language(state) if recipient.role is RecipientRole.family else None,
-            context={"meeting": "assessment" if name == "assessment" else "status",
-                     "coordinator_name": ""},
-            invite=invite,
-        )
+        key = notification_key(state.id, purpose, recipient.id, invite.sequence + 1)
+        request = _meeting_message(state, key, purpose, recipient, name, invite)
         out.append(Effect(key=request.key, notification=request))
     return out
+
+
+def _meeting_message(state: CaseState, key: str, purpose: str, recipient: Recipient, name: str,
+                     invite: MeetingInvite) -> NotificationRequest:
+    """An invitation or its CANCEL: the same template, the family's language for the family."""
+    return NotificationRequest(
+        key=key, case_id=state.id, purpose=purpose, recipient=recipient,
+        template="meeting_invitation",
+        language=_language(state) if recipient.role is RecipientRole.family else None,
+        context={"meeting": "assessment" if name == "assessment" else "status",
+                 "coordinator_name": ""},
+        invite=invite,
+    )
 
 
 def _plan_effects(state: CaseState, done: set[str]) -> list[Effect]:

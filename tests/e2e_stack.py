@@ -4,9 +4,11 @@ the real dev server, the worker and the API as separate processes on free ports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,3 +170,38 @@ class SignedIn:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.http.aclose()
+
+
+@contextlib.asynccontextmanager
+async def api_without_worker(data_dir: Path, env: dict[str, str]) -> AsyncIterator[Stack]:
+    """The dev server and the API (trusted header, `env` added) as processes, NO case worker,
+    with tests.factories.STAFF registered: for what a command meets when nobody works."""
+    from tests.factories import STAFF
+
+    stack = Stack(data_dir, auth="trusted-header")
+    stack.data_dir.mkdir(parents=True)
+    try:
+        stack.temporal.start()
+        await stack.temporal.wait_ready()
+        migrate(stack.settings.db_url)
+        log = open(stack.data_dir / "api.log", "ab")  # noqa: SIM115 - owned by the child
+        stack.api_proc = spawn(
+            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+             "--port", str(stack.api_port), "--no-access-log"],
+            env={**stack.env, **env}, stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=stack.base_url) as c:
+            while True:  # up and talking to Temporal (not ready: no worker)
+                try:
+                    if (await c.get("/readyz")).json().get("temporal"):
+                        break
+                except (httpx.TransportError, ValueError):
+                    pass
+                assert time.monotonic() < deadline, f"API did not start; see {stack.data_dir}/api.log"
+                await asyncio.sleep(0.2)
+            for person in STAFF:
+                r = await c.post("/api/v1/staff", json=person, headers={"X-User": "admin"})
+                assert r.status_code == 201, r.text
+        yield stack
+    finally:
+        stack.stop()

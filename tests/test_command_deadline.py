@@ -6,7 +6,6 @@ says not ready, and why, while no case worker polls the case task queue."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,10 +18,8 @@ from temporalio.client import Client
 
 from api import gateway
 from api.gateway import IN_FLIGHT_PER_CASE, poller_verdict, send
-from launcher import spawn
-from models.db import migrate
-from tests.e2e_stack import Stack
-from tests.factories import STAFF, case_create_body
+from tests.e2e_stack import Stack, api_without_worker
+from tests.factories import case_create_body
 
 TIMEOUT = 2.0  # ONEFAMILY_COMMAND_TIMEOUT of the API under test
 
@@ -101,34 +98,9 @@ def test_poller_verdict() -> None:
 @pytest.fixture(scope="module")
 async def no_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """The dev server and the API (ONEFAMILY_COMMAND_TIMEOUT=2) as processes, no case worker."""
-    stack = Stack(Path(tmp_path_factory.mktemp("deadline")) / "data", auth="trusted-header")
-    stack.data_dir.mkdir(parents=True)
-    try:
-        stack.temporal.start()
-        await stack.temporal.wait_ready()
-        migrate(stack.settings.db_url)
-        log = open(stack.data_dir / "api.log", "ab")  # noqa: SIM115 - owned by the child
-        stack.api_proc = spawn(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-             "--port", str(stack.api_port), "--no-access-log"],
-            env={**stack.env, "ONEFAMILY_COMMAND_TIMEOUT": str(TIMEOUT)}, stdout=log, stderr=log,
-        )
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(base_url=stack.base_url) as c:
-            while True:  # up and talking to Temporal (not ready: no worker)
-                try:
-                    if (await c.get("/readyz")).json().get("temporal"):
-                        break
-                except (httpx.TransportError, ValueError):
-                    pass
-                assert time.monotonic() < deadline, f"API did not start; see {stack.data_dir}/api.log"
-                await asyncio.sleep(0.2)
-            for person in STAFF:
-                r = await c.post("/api/v1/staff", json=person, headers={"X-User": "admin"})
-                assert r.status_code == 201, r.text
+    data = Path(tmp_path_factory.mktemp("deadline")) / "data"
+    async with api_without_worker(data, {"ONEFAMILY_COMMAND_TIMEOUT": str(TIMEOUT)}) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def http(stack: Stack, user: str) -> httpx.AsyncClient:

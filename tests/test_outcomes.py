@@ -371,3 +371,15 @@ def test_recorded_at_a_status_meeting_with_goal_attainment_per_goal() -> None:
     # Between meetings the occasion follows the stage: a status meeting once active.
     later = run(done, "record_outcomes", {"measurements": [TYRESO_AFTER[0]]}, at)
     assert later.outcome_measurements[-1].occasion == "status_meeting"
+
+
+def test_only_the_case_team_records_outcomes() -> None:
+    s = in_assessment()
+    body = {"measurements": TYRESO_BEFORE}
+    for outsider in (Actor(id="bo", roles=["coordinator"]), Actor(id="sif", roles=["team_member"])):
+        with pytest.raises(Refusal) as refused:
+            run(s, "record_outcomes", body, who=outsider)
+        assert refused.value.kind == "forbidden", outsider
+    assert not s.outcome_measurements
+    ole = run(s, "record_outcomes", body, who=Actor(id="ole", roles=["team_member"]))
+    assert len(ole.outcome_measurements) == len(TYRESO_BEFORE)

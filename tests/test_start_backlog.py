@@ -7,7 +7,6 @@ then a worker starts and the backlog drains."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,12 +18,11 @@ from temporalio.client import Client
 
 from api import backlog, watch
 from domain import stuck
-from launcher import spawn
 from models import sealed
-from models.db import get_engine, migrate
+from models.db import get_engine
 from settings import get_settings
-from tests.e2e_stack import Stack
-from tests.factories import STAFF, case_create_body
+from tests.e2e_stack import Stack, api_without_worker
+from tests.factories import case_create_body
 
 LIMIT = 3
 NOT_STARTED_SECONDS = 2
@@ -43,34 +41,10 @@ def test_not_started_is_a_technical_reason_after_the_threshold() -> None:
 
 @pytest.fixture(scope="module")
 async def no_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    stack = Stack(Path(tmp_path_factory.mktemp("backlog")) / "data", auth="trusted-header")
-    stack.data_dir.mkdir(parents=True)
-    env = {**stack.env, "ONEFAMILY_START_BACKLOG_LIMIT": str(LIMIT),
-           "ONEFAMILY_NOT_STARTED_SECONDS": str(NOT_STARTED_SECONDS)}
-    try:
-        stack.temporal.start()
-        await stack.temporal.wait_ready()
-        migrate(stack.settings.db_url)
-        log = open(stack.data_dir / "api.log", "ab")  # noqa: SIM115 - owned by the child
-        stack.api_proc = spawn(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-             "--port", str(stack.api_port), "--no-access-log"], env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(base_url=stack.base_url) as c:
-            while True:
-                try:
-                    if (await c.get("/readyz")).json().get("temporal"):
-                        break
-                except (httpx.TransportError, ValueError):
-                    pass
-                assert time.monotonic() < deadline, f"API did not start; see {stack.data_dir}/api.log"
-                await asyncio.sleep(0.2)
-            for person in STAFF:
-                r = await c.post("/api/v1/staff", json=person, headers={"X-User": "admin"})
-                assert r.status_code == 201, r.text
+    data = Path(tmp_path_factory.mktemp("backlog")) / "data"
+    async with api_without_worker(data, {"ONEFAMILY_START_BACKLOG_LIMIT": str(LIMIT),
+                                         "ONEFAMILY_NOT_STARTED_SECONDS": str(NOT_STARTED_SECONDS)}) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def http(stack: Stack, user: str) -> httpx.AsyncClient:
