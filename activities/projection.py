@@ -42,11 +42,15 @@ def _ids(ids: frozenset[str]) -> str:
     return "," + ",".join(sorted(ids)) + "," if ids else ""
 
 
-def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRow:
+def case_values(state: CaseState, now: datetime, unit: str | None = None,
+                document: object = None) -> dict:
+    """The read-model row of a case as column values. `document` defaults to the state as a
+    JSON text serialised once by pydantic (`sealed.JSONText`): the sealed column takes it as
+    it is instead of building a dict and serialising it again (issue 13, speed)."""
     blocked = state.blocked_on
     contacts = [c.at for c in state.contacts]
     names = [state.family.name, *(m.name for m in state.family.members)]
-    return CaseRow(
+    return dict(
         id=state.id,
         version=state.version,
         stage=state.stage.value,
@@ -67,9 +71,13 @@ def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRo
         blocked_since=blocked.since if blocked else None,
         closed_at=state.closure.at if state.closure else None,
         last_contact_at=max(contacts) if contacts else None,
-        document=state.model_dump(mode="json"),
+        document=document if document is not None else sealed.JSONText(state.model_dump_json()),
         updated_at=now,
     )
+
+
+def case_row(state: CaseState, now: datetime, unit: str | None = None) -> CaseRow:
+    return CaseRow(**case_values(state, now, unit, document=state.model_dump(mode="json")))
 
 
 def _split(text: str | None) -> frozenset[str]:
@@ -130,7 +138,7 @@ def write_case(session: Session, state: CaseState, now: datetime) -> bool:
     stored = conn.execute(select(CASES.c.version).where(CASES.c.id == state.id)).scalar()
     if stored is not None and stored >= state.version:
         return False
-    values = case_row(state, now, case_unit(session, state)).model_dump()
+    values = case_values(state, now, case_unit(session, state))
     updated = conn.execute(
         CASES.update().where(CASES.c.id == state.id, CASES.c.version < state.version).values(values)
     ).rowcount

@@ -65,7 +65,7 @@ from models.case import (
     Stage,
     Triage,
 )
-from models.commands import CaseWorkflowInput, CommandInput
+from models.commands import CASE_RULES, CaseWorkflowInput, CommandInput
 from models.outcomes import RecordOutcomes
 from models.tables import CaseRow
 from settings import Settings
@@ -176,7 +176,7 @@ async def register_referral(
     policy = latest_policy(cmd.session, cmd.settings.country)
     now = utcnow()
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
-                            possible_duplicates=duplicates, created_at=now)
+                            possible_duplicates=duplicates, created_at=now, rules=CASE_RULES)
     cmd.session.close()
     # Within the command deadline, or a 503 saying whether the case may exist (api/gateway.py).
     try:
@@ -204,6 +204,7 @@ async def register_referral(
     # The workflow builds the same state from the same input (new_case is pure), so the answer
     # need not wait for the workflow's first task.
     state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)
+    state.outcome_rules = True  # as the workflow sets it in every new case
     await project(cmd.engine, state)
     return case_view(state, utcnow(), may_see_duplicates(actor, facts_from_state(state)))
 

@@ -30,7 +30,7 @@ from api.policy import latest_policy
 from bench.baseline import CounterWorkflow
 from models import search
 from models.case import Actor, CaseCreate, Stage
-from models.commands import CaseWorkflowInput
+from models.commands import CASE_RULES, CaseWorkflowInput
 from models.db import get_engine
 from tests.e2e_stack import Stack
 from tests.factories import case_create_body
@@ -91,7 +91,8 @@ async def fill_cases(stack: Stack, n: int, concurrency: int) -> dict:
     async def start(i: int) -> None:
         case_id = str(uuid.uuid4())
         inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
-                                possible_duplicates=[], created_at=datetime.now(UTC))
+                                possible_duplicates=[], created_at=datetime.now(UTC),
+                                rules=CASE_RULES)
         await client.start_workflow(
             FamilyCaseWorkflow.run, inp, id=f"case-{case_id}", task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

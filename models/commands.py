@@ -38,6 +38,11 @@ from models.case import (
 from models.outcomes import RecordOutcomes
 from models.policy import Policy
 
+# The rules generation the API starts new cases with (FamilyCaseWorkflow, docs/decisions.md).
+# 1: every patch up to "family-sms-reminder" is in force without a marker, and search
+# attributes follow the projection (a burst of commands is one visibility write).
+CASE_RULES = 1
+
 
 class CaseWorkflowInput(BaseModel):
     case_id: str
@@ -59,6 +64,10 @@ class CaseWorkflowInput(BaseModel):
     # The API's seal over this input (domain.command_seal): a new case starts only when it
     # is right. A continued run carries its first run's (stale) seal; it is not checked there.
     seal: str | None = None
+    # The rules generation this case started with (CASE_RULES); 0, its absence, is a case
+    # started before generations: it asks Temporal about each patch, as it always did. Carried
+    # over by continue-as-new, so a case keeps its generation for life.
+    rules: int = 0
 
 
 class CommandInput(BaseModel):

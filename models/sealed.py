@@ -237,9 +237,15 @@ class SealedText(_Sealed):
         return None if value is None else open_text(self.purpose, value)
 
 
+class JSONText(str):
+    """A value already serialised as JSON (e.g. by pydantic's `model_dump_json`): `SealedJSON`
+    seals it as it is instead of serialising it again."""
+
+
 class SealedJSON(_Sealed):
     """A JSON column whose value is stored as one sealed JSON string; a legacy JSON object
-    (or any non-sealed JSON value) is returned as it was stored."""
+    (or any non-sealed JSON value) is returned as it was stored. A `JSONText` is taken as the
+    JSON it already is."""
 
     impl = JSON
     cache_ok = True  # SQLAlchemy reads it on each class itself
@@ -247,6 +253,8 @@ class SealedJSON(_Sealed):
     def process_bind_param(self, value: Any, dialect) -> str | None:
         if value is None:
             return None
+        if isinstance(value, JSONText):
+            return seal_text(self.purpose, str(value))
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return seal_text(self.purpose, text)
 

@@ -95,10 +95,10 @@ class FamilyCaseWorkflow:
         self.projected_version = inp.projected_version
         # What the committee workflow has been told about each escalation item (id -> status).
         self.announced: dict[str, str] = dict(inp.committee_announced)
-        consent_rules = workflow.patched(CONSENT_RULES)
-        self._by_event = workflow.patched(NOTICE_BY_EVENT)
-        self._cancels = workflow.patched(MEETING_CANCEL)
-        self._reminders = workflow.patched(FAMILY_SMS_REMINDER)
+        consent_rules = self._patched(CONSENT_RULES)
+        self._by_event = self._patched(NOTICE_BY_EVENT)
+        self._cancels = self._patched(MEETING_CANCEL)
+        self._reminders = self._patched(FAMILY_SMS_REMINDER)
         # The next instant a family SMS reminder falls due, and a counter bumped whenever it
         # changes (time passing it makes reminders due without a new state version).
         self._reminder_next: datetime | None = None
@@ -115,10 +115,14 @@ class FamilyCaseWorkflow:
             ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates,
                                   consent_rules=consent_rules)
-        if workflow.patched(OUTCOME_INSTRUMENTS):
+        if self._patched(OUTCOME_INSTRUMENTS):
             self.state.outcome_rules = True
         self._search_attributes: dict[str, object] = {}
-        self._own_change = inp.state is None or self.state.version > inp.projected_version
+        # A change nobody else writes to the read model: projected at once. Generation 1: a
+        # new case is not one, because the API writes its first state itself (api/cases.py,
+        # the same `new_case`); the safety-net projection waits for the quiet spell.
+        self._own_change = ((inp.state is None and inp.rules < 1)
+                            or (inp.state is not None and self.state.version > inp.projected_version))
         self._projection_due: datetime | None = None
         # The one durable timer the main loop sleeps on, and the instant it is set for.
         self._timer: asyncio.Task[None] | None = None
@@ -138,6 +142,16 @@ class FamilyCaseWorkflow:
         # (continue-as-new) starts without one.
         self._last_command: str | None = None
 
+    def _patched(self, patch_id: str) -> bool:
+        """Is this behaviour change in force? In a case of rules generation 1 or later (the
+        API's CASE_RULES) every patch of this module is, and Temporal is not asked: a
+        `workflow.patched` costs a new run a marker event and an upsert of the
+        TemporalChangeVersion search attribute (a visibility write) each, six at every case's
+        start. A case started before generations (0) asks, as it always did, so its history
+        replays unchanged. A behaviour change after generation 1 is a patch again (or a new
+        generation for new cases only)."""
+        return self.inp.rules >= 1 or workflow.patched(patch_id)
+
     def _ctx(self, actor: Actor) -> Ctx:
         return Ctx(actor=actor, now=workflow.now(), policy=self.state.policy)
 
@@ -147,7 +161,7 @@ class FamilyCaseWorkflow:
     async def run(self, inp: CaseWorkflowInput) -> CaseState:
         # Behind a patch: cases started before seals replay as they ran. A forged start fails
         # here, before its first activity: nothing reaches the read model.
-        if workflow.patched(SEALED_INPUT) and not self._start_sealed:
+        if self._patched(SEALED_INPUT) and not self._start_sealed:
             self._refused = True
             workflow.logger.warning("refused a workflow start without OneFamily's seal")
             raise _forged()
@@ -372,7 +386,20 @@ class FamilyCaseWorkflow:
         if self.projected_version >= self.state.version:
             self._own_change = False
 
+    def _search_attributes_due(self) -> bool:
+        """Generation 1: search attributes follow the projection. They are written at a run's
+        first task (the start back-pressure reads "started" from them, api/backlog.py), on the
+        workflow's own changes (a deadline overdue shows at once), and once the case is quiet
+        and projected; a command's changes wait for that quiet spell (PROJECTION_QUIET), so a
+        burst of commands costs one visibility write instead of one each. Visibility is
+        eventually consistent anyway; the lists read the read model, which the API writes with
+        every answer. Generation 0 writes them after every change, as it always did."""
+        return (self.inp.rules < 1 or not self._search_attributes or self._own_change
+                or self.state.version <= self.projected_version)
+
     def _upsert_search_attributes(self) -> None:
+        if not self._search_attributes_due():
+            return
         state = self.state
         due = dl.next_due(state)
         wanted: dict[str, object] = {
@@ -459,7 +486,7 @@ class FamilyCaseWorkflow:
         # draft equal to the pending one is that draft. Runs that applied such a command
         # before the patch replay as they ran.
         if (fingerprint == self._last_command and retries.keyless(info.id if info else None)
-                and workflow.patched(RETRY_ANSWERS)):
+                and self._patched(RETRY_ANSWERS)):
             return self.state
         if cached is not None and cached[0] == self.state.version:
             candidate = cached[1]
@@ -471,7 +498,7 @@ class FamilyCaseWorkflow:
                 raise _refusal_error(refusal) from None
         self._last_command = fingerprint
         if (name == "put_plan" and retries.same_as_pending_draft(self.state, inp.body)
-                and workflow.patched(RETRY_ANSWERS)):
+                and self._patched(RETRY_ANSWERS)):
             return self.state  # checked like any draft (who, stage), but no new version
         self.state = candidate
         return self.state

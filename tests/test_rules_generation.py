@@ -1,0 +1,108 @@
+"""Rules generations (issue 13, speed; docs/decisions.md): a case started with CASE_RULES has
+every patch in force without asking Temporal, and its search attributes follow the projection.
+A case started without a generation (0) behaves as before: its patches are markers in its
+history. Both kinds of history are replayed by tests/test_replay.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlmodel import Session
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.testing import WorkflowEnvironment
+
+from models import search
+from models.commands import CASE_RULES
+from models.db import get_engine
+from models.tables import CaseRow
+from tests.conftest import running_worker, save_history
+from tests.test_workflow_lifecycle import ADMIN, ANNA, cmd, start_case
+from workflows.case import (
+    CONSENT_RULES,
+    FAMILY_SMS_REMINDER,
+    MEETING_CANCEL,
+    NOTICE_BY_EVENT,
+    OUTCOME_INSTRUMENTS,
+    PROJECTION_QUIET,
+    SEALED_INPUT,
+)
+
+
+def _first_task(events) -> list:
+    """The events up to and including the first completed workflow task and what it decided."""
+    out, done = [], False
+    for event in events:
+        if done and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            break
+        out.append(event)
+        done = done or event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    return out
+
+
+def _count(events, kind: int) -> int:
+    return sum(1 for e in events if e.event_type == kind)
+
+
+async def test_a_new_case_starts_without_patch_markers_and_writes_its_search_attributes_once(
+    ts_env: WorkflowEnvironment, settings, started
+) -> None:
+    async with running_worker(ts_env.client, settings):
+        now = await ts_env.get_current_time()
+        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat(),
+                                  rules=CASE_RULES)
+        started.append(handle)
+        await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
+        first = _first_task((await handle.fetch_history()).events)
+        assert _count(first, EventType.EVENT_TYPE_MARKER_RECORDED) == 0
+        # One upsert: ours ("started", api/backlog.py), no TemporalChangeVersion per patch.
+        assert _count(first, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 1
+        # The API wrote the first state itself: no projection before the quiet spell.
+        assert _count(first, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 0
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(search.STAGE) == "referred"
+        # The command's change waits for the quiet spell (the API answered with it, and
+        # wrote the read model)...
+        assert attributes.get(search.COORDINATOR) == ""
+
+        await ts_env.sleep(PROJECTION_QUIET + timedelta(seconds=2))
+        # ...then the projection and the search attributes follow, in one go.
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(search.COORDINATOR) == "anna"
+        with Session(get_engine(settings.db_url)) as session:
+            row = session.get(CaseRow, handle.id.removeprefix("case-"))
+            assert row is not None and row.coordinator_id == "anna"
+
+        state = await cmd(handle, "close", ANNA, {"reason": "duplicate"})
+        assert (await handle.result()).version == state.version
+        events = (await handle.fetch_history()).events
+        assert _count(events, EventType.EVENT_TYPE_MARKER_RECORDED) == 0
+        # Closing is the workflow's own end: projected and written at once, before it returns.
+        # Raw: the time-skipping server gives the unset next deadline back untyped, which
+        # `describe()` cannot decode.
+        raw = await ts_env.client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(namespace=ts_env.client.namespace,
+                                             execution=WorkflowExecution(workflow_id=handle.id)))
+        fields = raw.workflow_execution_info.search_attributes.indexed_fields
+        assert fields[search.STAGE.name].data == b'"closed"'
+        await save_history(handle, "case_rules_generation_1")
+
+
+async def test_a_case_without_a_generation_still_asks_for_each_patch(
+    ts_env: WorkflowEnvironment, settings, started
+) -> None:
+    async with running_worker(ts_env.client, settings):
+        now = await ts_env.get_current_time()
+        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat())
+        started.append(handle)
+        await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
+        events = (await handle.fetch_history()).events
+        markers = {json.loads(e.marker_recorded_event_attributes.details["patch-data"]
+                              .payloads[0].data)["id"]
+                   for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED}
+        assert markers == {SEALED_INPUT, CONSENT_RULES, NOTICE_BY_EVENT, MEETING_CANCEL,
+                           FAMILY_SMS_REMINDER, OUTCOME_INSTRUMENTS}
+        # Generation 0 writes its search attributes with every change, as it always did.
+        assert (await handle.describe()).typed_search_attributes.get(search.COORDINATOR) == "anna"
