@@ -19,6 +19,7 @@ from models.commands import CASE_RULES
 from models.db import get_engine
 from models.tables import CaseRow
 from tests.conftest import running_worker, save_history
+from tests.test_workflow_clocks import eventually
 from tests.test_workflow_lifecycle import ADMIN, ANNA, cmd, start_case
 from workflows.case import (
     CONSENT_RULES,
@@ -42,6 +43,28 @@ def _first_task(events) -> list:
     return out
 
 
+def _upserts_after_the_update(history) -> int:
+    events = list(history.events)
+    at = next(i for i, e in enumerate(events)
+              if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED)
+    return _count(events[at:], EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES)
+
+
+async def _coordinator(handle) -> str | None:
+    return (await handle.describe()).typed_search_attributes.get(search.COORDINATOR) or None
+
+
+def _most_activities_in_one_task(history) -> int:
+    most = run = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            run += 1
+            most = max(most, run)
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            run = 0
+    return most
+
+
 def _count(events, kind: int) -> int:
     return sum(1 for e in events if e.event_type == kind)
 
@@ -61,19 +84,26 @@ async def test_a_new_case_starts_without_patch_markers_and_writes_its_search_att
         assert _count(first, EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES) == 1
         # The API wrote the first state itself: no projection before the quiet spell.
         assert _count(first, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED) == 0
-        attributes = (await handle.describe()).typed_search_attributes
-        assert attributes.get(search.STAGE) == "referred"
         # The command's change waits for the quiet spell (the API answered with it, and
         # wrote the read model)...
-        assert attributes.get(search.COORDINATOR) == ""
+        assert _upserts_after_the_update(await handle.fetch_history()) == 0
 
         await ts_env.sleep(PROJECTION_QUIET + timedelta(seconds=2))
         # ...then the projection and the search attributes follow, in one go.
-        attributes = (await handle.describe()).typed_search_attributes
-        assert attributes.get(search.COORDINATOR) == "anna"
+        assert _upserts_after_the_update(await handle.fetch_history()) == 1
+        assert await eventually(lambda: _coordinator(handle), "the coordinator attribute") == "anna"
         with Session(get_engine(settings.db_url)) as session:
             row = session.get(CaseRow, handle.id.removeprefix("case-"))
             assert row is not None and row.coordinator_id == "anna"
+
+        # A meeting: the invitations are handed over side by side, scheduled in the one
+        # workflow task that answered the command (generation 0: one workflow task each).
+        await cmd(handle, "form_team", ANNA, {"members": [
+            {"staff_id": "ole", "discipline": "adult_services", "department": "adult_services"}]})
+        await cmd(handle, "schedule_assessment_meeting", ANNA, {
+            "at": (now + timedelta(days=3)).isoformat(), "location": "Town hall",
+            "participants": ["anna", "ole", "family"]})
+        assert _most_activities_in_one_task(await handle.fetch_history()) >= 2
 
         state = await cmd(handle, "close", ANNA, {"reason": "duplicate"})
         assert (await handle.result()).version == state.version
@@ -95,7 +125,8 @@ async def test_a_case_without_a_generation_still_asks_for_each_patch(
 ) -> None:
     async with running_worker(ts_env.client, settings):
         now = await ts_env.get_current_time()
-        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat())
+        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat(),
+                                  rules=0)
         started.append(handle)
         await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
         events = (await handle.fetch_history()).events
@@ -104,5 +135,6 @@ async def test_a_case_without_a_generation_still_asks_for_each_patch(
                    for e in events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED}
         assert markers == {SEALED_INPUT, CONSENT_RULES, NOTICE_BY_EVENT, MEETING_CANCEL,
                            FAMILY_SMS_REMINDER, OUTCOME_INSTRUMENTS}
-        # Generation 0 writes its search attributes with every change, as it always did.
-        assert (await handle.describe()).typed_search_attributes.get(search.COORDINATOR) == "anna"
+        # Generation 0 writes its search attributes with every change, as it always did (once
+        # its first projection, still running when the command came, is done).
+        assert await eventually(lambda: _coordinator(handle), "the coordinator attribute") == "anna"

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState, DeadlineStatus, Stage
-from models.commands import CaseWorkflowInput, CommandInput
+from models.commands import CASE_RULES, CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.tables import CaseRow, CommitteeItemRow
 from tests.conftest import running_worker, save_history
@@ -35,6 +35,8 @@ async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None
 
 
 async def start_case(env: WorkflowEnvironment, settings, received_at: str, **inp) -> WorkflowHandle:
+    """A case started as the API starts one (the current rules generation unless `rules=`)."""
+    inp.setdefault("rules", CASE_RULES)
     case_id = str(uuid.uuid4())
     body = CaseCreate.model_validate(case_create_body(received_at=received_at))
     return await env.client.start_workflow(
