@@ -15,8 +15,7 @@ from datetime import timedelta
 
 from pydantic import ValidationError
 from temporalio.client import Client
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import logjson
 from activities.committee import CommitteeActivities
@@ -40,19 +39,14 @@ from workflows.sweeper import StuckSweeperWorkflow, ensure_sweeper_schedule
 WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkflow, StuckSweeperWorkflow,
              FamilySignInMessageWorkflow]
 
-# Pure, deterministic libraries loaded once, outside the sandbox: `holidays` loads country
-# modules lazily and reads the local time for its defaults, which the sandbox forbids.
-# `workflows` too (issue 13, memory and CPU per case): otherwise the sandbox imports the
-# workflow modules afresh for every workflow run, and each cached case keeps its own copy of
-# workflows/case.py's class and code objects (and, with PYTHONDONTWRITEBYTECODE as in the
-# Dockerfile, compiles them from source at every run start). The price: the sandbox no
-# longer catches a forbidden call (datetime.now, I/O) in workflow code itself; as for
-# `domain` and `models`, the replay tests (tests/test_replay.py) and review do.
-SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "holidays", "domain", "models", "workflows"
-    )
-)
+# Workflow code runs without the SDK's sandbox (issue 13, speed). `domain`, `models` and
+# `workflows` had to pass through it already (memory per case; `holidays` reads the local
+# time), so it no longer policed any of our code, only cost: every payload a workflow task
+# carries entered and left it twice (the serialization and storage contexts), ~40 % of the
+# case worker's CPU for a Query, ~1 ms per task. Determinism is kept by the replay tests
+# (tests/test_replay.py), a static check of the workflow modules
+# (tests/test_workflow_determinism.py) and review (DESIGN §8).
+RUNNER = UnsandboxedWorkflowRunner()
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
@@ -70,7 +64,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        workflow_runner=SANDBOX,
+        workflow_runner=RUNNER,
         activities=[
             projection.project_case,
             committee.committee_item_changed,

@@ -43,7 +43,7 @@ from models.tables import CaseRow
 from settings import Settings
 from tests.conftest import running_worker, save_history
 from tests.factories import case_create_body
-from worker import SANDBOX, WORKFLOWS
+from worker import RUNNER, WORKFLOWS
 from workflows.case import FamilyCaseWorkflow
 from workflows.codec import data_converter
 from workflows.committee import CommitteeState, VisitationCommitteeWorkflow
@@ -104,7 +104,7 @@ async def replay(history: WorkflowHistory, keys: Keyring | None) -> BaseExceptio
     command_seal.install(keys)
     try:
         replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
-                            workflow_runner=SANDBOX)
+                            workflow_runner=RUNNER)
         return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
     finally:
         command_seal.install(None)
@@ -378,7 +378,7 @@ async def test_a_committee_run_from_before_seals_checks_every_signal_after_the_u
     with ThreadPoolExecutor(max_workers=2) as executor:
         yesterday = Worker(
             plain, task_queue=settings.task_queue, workflows=[VisitationCommitteeWorkflow],
-            workflow_runner=SANDBOX, activity_executor=executor, max_cached_workflows=0,
+            workflow_runner=RUNNER, activity_executor=executor, max_cached_workflows=0,
             workflow_failure_exception_types=[ValidationError],
             patch_activation_callback=lambda patch: not patch.patch_id.startswith("sealed-input"))
         async with yesterday:

@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 from api import watch
 from models.db import get_engine, migrate
 from tests.conftest import save_history
-from worker import SANDBOX
+from worker import RUNNER
 from workflows.sweeper import StuckSweeperWorkflow, SweeperInput, workflow_id
 
 
@@ -38,7 +38,7 @@ async def test_sweeper_runs_its_spans_and_outlives_a_failed_one(ts_env: Workflow
 
     queue = f"test-sweeper-{uuid.uuid4().hex[:8]}"
     async with Worker(ts_env.client, task_queue=queue, workflows=[StuckSweeperWorkflow],
-                      activities=[watch_stuck], workflow_runner=SANDBOX):
+                      activities=[watch_stuck], workflow_runner=RUNNER):
         handle = await ts_env.client.start_workflow(
             StuckSweeperWorkflow.run, SweeperInput(span_seconds=60, spans=3), id=workflow_id(queue),
             task_queue=queue)
