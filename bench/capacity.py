@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlmodel import Session
@@ -84,7 +84,10 @@ async def fill_cases(stack: Stack, n: int, concurrency: int) -> dict:
     client = await connect(settings)
     with Session(get_engine(settings.db_url)) as session:
         policy = latest_policy(session, settings.country)
-    body = CaseCreate.model_validate(case_create_body())
+    # Received an hour ago, as in bench.lifecycle (the factory's date is days old: every
+    # case would start overdue, with notices to send).
+    body = CaseCreate.model_validate(case_create_body(
+        received_at=(datetime.now(UTC) - timedelta(hours=1)).isoformat()))
     actor = Actor(id="admin", roles=["admin"])
     pid = stack.worker_proc.pid
 
