@@ -53,7 +53,8 @@ FORBIDDEN = {
     r"^\s*import random|\bfrom random\b|\brandom\.\w+\(": "draws random numbers (use workflow.random())",
     r"\buuid\.uuid[14]\(": "makes a random id (use workflow.uuid4())",
     r"(?<![\w.])open\(|\bos\.(open|remove|listdir)\(|\bPath\([^)]*\)\.(read|write)_": "does file I/O",
-    r"^\s*(import|from)\s+(httpx|requests|socket|sqlite3|sqlalchemy|sqlmodel)\b": "does network or database I/O",
+    r"^\s*(import|from)\s+(httpx|requests|socket|sqlite3|sqlalchemy|sqlmodel)\b":
+        "does network or database I/O",
 }
 
 
