@@ -135,9 +135,10 @@ class FamilyCaseWorkflow:
         self.effects_done: set[str] = set(inp.effects_done)
         self._effects_cache: tuple[object, int, list[effects.Effect]] = (-1, -1, [])
         self._effects_busy = False
-        # Generation 1: the effects being handed over, and those judged no longer wanted at a
-        # state version (key -> version; looked at again once the case changes).
-        self._in_flight: set[str] = set()
+        # Generation 1: the effects being handed over (key -> its task, kept so it is not
+        # collected while it waits), and those judged no longer wanted at a state version
+        # (key -> version; looked at again once the case changes).
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._passed: dict[str, int] = {}
         # Set when the start input is forged: the run fails before it projects anything.
         self._refused = False
@@ -323,8 +324,7 @@ class FamilyCaseWorkflow:
                 if self._by_event and not effects.still_wanted(self.state, effect):
                     self._passed[effect.key] = self.state.version  # until the case changes
                     continue
-                self._in_flight.add(effect.key)
-                asyncio.create_task(self._hand_over(effect))
+                self._in_flight[effect.key] = asyncio.create_task(self._hand_over(effect))
             self._effects_busy = bool(self._in_flight)
 
     def _effects_to_start(self) -> list[effects.Effect]:
@@ -338,7 +338,7 @@ class FamilyCaseWorkflow:
             # Delivery or rendering failed for good; the outbox row says why.
             workflow.logger.warning("effect failed: %s", effect.key.split(":", 1)[-1])
         self.effects_done.add(effect.key)
-        self._in_flight.discard(effect.key)
+        self._in_flight.pop(effect.key, None)
         self._effects_busy = bool(self._in_flight)
 
     async def _perform(self, effect: effects.Effect) -> None:
