@@ -65,6 +65,15 @@ def _most_activities_in_one_task(history) -> int:
     return most
 
 
+async def _assigned_case(env: WorkflowEnvironment, settings, started: list, rules: int):
+    """A case of this rules generation, received an hour ago, with its coordinator."""
+    now = await env.get_current_time()
+    handle = await start_case(env, settings, (now - timedelta(hours=1)).isoformat(), rules=rules)
+    started.append(handle)
+    await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
+    return handle, now
+
+
 def _count(events, kind: int) -> int:
     return sum(1 for e in events if e.event_type == kind)
 
@@ -73,11 +82,7 @@ async def test_a_new_case_starts_without_patch_markers_and_writes_its_search_att
     ts_env: WorkflowEnvironment, settings, started
 ) -> None:
     async with running_worker(ts_env.client, settings):
-        now = await ts_env.get_current_time()
-        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat(),
-                                  rules=CASE_RULES)
-        started.append(handle)
-        await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
+        handle, now = await _assigned_case(ts_env, settings, started, CASE_RULES)
         first = _first_task((await handle.fetch_history()).events)
         assert _count(first, EventType.EVENT_TYPE_MARKER_RECORDED) == 0
         # One upsert: ours ("started", api/backlog.py), no TemporalChangeVersion per patch.
@@ -124,11 +129,7 @@ async def test_a_case_without_a_generation_still_asks_for_each_patch(
     ts_env: WorkflowEnvironment, settings, started
 ) -> None:
     async with running_worker(ts_env.client, settings):
-        now = await ts_env.get_current_time()
-        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat(),
-                                  rules=0)
-        started.append(handle)
-        await cmd(handle, "assign_coordinator", ADMIN, {"coordinator_id": "anna"})
+        handle, _ = await _assigned_case(ts_env, settings, started, 0)
         events = (await handle.fetch_history()).events
         markers = {json.loads(e.marker_recorded_event_attributes.details["patch-data"]
                               .payloads[0].data)["id"]
