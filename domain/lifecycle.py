@@ -232,9 +232,10 @@ def normalise_paragraph(paragraph: str) -> str:
 
 def new_case(
     case_id: str, body: CaseCreate, ctx: Ctx, possible_duplicates: list[str] | None = None,
-    consent_rules: bool = True,
+    consent_rules: bool = True, outcome_rules: bool = True,
 ) -> CaseState:
-    """`consent_rules`: False only for the replay of a case started before consents existed."""
+    """`consent_rules`, `outcome_rules`: False only for the replay of a case started before
+    consents, or before outcome instruments, existed."""
     policy = ctx.policy
     family = body.family
     if family.language is None:
@@ -255,6 +256,7 @@ def new_case(
         contact_preference=body.contact_preference,
         concern_level=body.concern_level or policy.default_concern_level,
         unit=body.unit or ctx.actor.unit,
+        outcome_rules=outcome_rules,
     )
     dl.initial_deadlines(state, policy)
     _record(

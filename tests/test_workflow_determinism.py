@@ -67,6 +67,6 @@ def test_workflow_code_is_deterministic(path: Path) -> None:
     assert not found, "\n".join(found)
 
 
-def test_the_check_sees_a_forbidden_call(tmp_path: Path) -> None:
+def test_the_check_sees_a_forbidden_call() -> None:
     line = "    due = datetime.now(UTC) + timedelta(days=1)"
     assert any(re.search(pattern, line) for pattern in FORBIDDEN)

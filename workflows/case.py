@@ -113,8 +113,9 @@ class FamilyCaseWorkflow:
         else:
             assert inp.create is not None, "a new case needs its referral"
             ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
+            # Outcome rules by their own patch, just below (the order of patches replayed).
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates,
-                                  consent_rules=consent_rules)
+                                  consent_rules=consent_rules, outcome_rules=False)
         if self._patched(OUTCOME_INSTRUMENTS):
             self.state.outcome_rules = True
         self._search_attributes: dict[str, object] = {}
@@ -290,7 +291,7 @@ class FamilyCaseWorkflow:
         return cached
 
     def _effects_idle(self) -> bool:
-        return not self._effects_busy and not self._pending_effects()
+        return not self._effects_busy and not self._in_flight and not self._pending_effects()
 
     async def _effects_loop(self) -> None:
         """Hand every pending message and document to its service, one at a time, beside the
@@ -325,7 +326,6 @@ class FamilyCaseWorkflow:
                     self._passed[effect.key] = self.state.version  # until the case changes
                     continue
                 self._in_flight[effect.key] = asyncio.create_task(self._hand_over(effect))
-            self._effects_busy = bool(self._in_flight)
 
     def _effects_to_start(self) -> list[effects.Effect]:
         return [e for e in self._pending_effects() if e.key not in self._in_flight
@@ -339,7 +339,6 @@ class FamilyCaseWorkflow:
             workflow.logger.warning("effect failed: %s", effect.key.split(":", 1)[-1])
         self.effects_done.add(effect.key)
         self._in_flight.pop(effect.key, None)
-        self._effects_busy = bool(self._in_flight)
 
     async def _perform(self, effect: effects.Effect) -> None:
         if effect.document is not None:
