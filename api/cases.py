@@ -203,7 +203,8 @@ async def register_referral(
                           cmd.settings.command_timeout)
     # The workflow builds the same state from the same input (new_case is pure), so the answer
     # need not wait for the workflow's first task.
-    state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates)
+    state = new_case(case_id, body, Ctx(actor=actor, now=now, policy=policy), duplicates,
+                     outcome_rules=True)  # as the workflow of a new case has it
     await project(cmd.engine, state)
     return case_view(state, utcnow(), may_see_duplicates(actor, facts_from_state(state)))
 

@@ -232,10 +232,11 @@ def normalise_paragraph(paragraph: str) -> str:
 
 def new_case(
     case_id: str, body: CaseCreate, ctx: Ctx, possible_duplicates: list[str] | None = None,
-    consent_rules: bool = True, outcome_rules: bool = True,
+    consent_rules: bool = True, outcome_rules: bool = False,
 ) -> CaseState:
-    """`consent_rules`, `outcome_rules`: False only for the replay of a case started before
-    consents, or before outcome instruments, existed."""
+    """`consent_rules`: False only for the replay of a case started before consents existed.
+    `outcome_rules`: the close body's outcomes checked against the instruments; True for every
+    case started now (the API passes it; the workflow turns it on behind its patch)."""
     policy = ctx.policy
     family = body.family
     if family.language is None:

@@ -88,6 +88,8 @@ async def test_walkthrough(stack: Stack) -> None:
         case = r1.json()
         assert r2.json()["id"] == case["id"], "the same Idempotency-Key creates one case"
         assert case["stage"] == "referred"
+        # The API's first answer is the workflow's first state (api/cases.py, new_case).
+        assert case["outcome_rules"] is True and case["consent_rules"] is True
         kinds = {d["kind"]: d for d in case["deadlines"]}
         assert {"first_contact", "assessment"} <= set(kinds)
         # 20 Nov + 4 months = Saturday 20 Mar 2027 -> Monday 22 Mar, to its end (docs/deadlines.md).

@@ -188,13 +188,6 @@ def run(state: CaseState, name: str, body: dict | None, now: datetime = NOW,
     return execute(working_copy(state), name, CommandInput(actor=who, body=body), ctx(who, now))
 
 
-def test_a_new_case_has_the_outcome_rules_the_workflow_gives_it() -> None:
-    """The API answers and projects `new_case` itself: its first state must say what the
-    workflow's says (before, the read model said `outcome_rules: false` until a command)."""
-    admin = Actor(id="admin", roles=["admin"])
-    assert new_case(str(uuid.uuid4()), case_create(), ctx(admin), []).outcome_rules
-
-
 def in_assessment(outcome_rules: bool = True) -> CaseState:
     admin = Actor(id="admin", roles=["admin"])
     s = new_case(str(uuid.uuid4()), case_create(), ctx(admin), [], outcome_rules=outcome_rules)

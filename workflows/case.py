@@ -115,7 +115,7 @@ class FamilyCaseWorkflow:
             ctx = Ctx(actor=inp.actor, now=inp.created_at or workflow.now(), policy=inp.policy)
             # Outcome rules by their own patch, just below (the order of patches replayed).
             self.state = new_case(inp.case_id, inp.create, ctx, inp.possible_duplicates,
-                                  consent_rules=consent_rules, outcome_rules=False)
+                                  consent_rules=consent_rules)
         if self._patched(OUTCOME_INSTRUMENTS):
             self.state.outcome_rules = True
         self._search_attributes: dict[str, object] = {}
