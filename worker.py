@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from pydantic import ValidationError
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Worker
 
 import logjson
 from activities.committee import CommitteeActivities
@@ -33,6 +33,7 @@ from workflows.client import connect
 from workflows.committee import VisitationCommitteeWorkflow
 from workflows.family_messages import FamilySignInMessageWorkflow
 from workflows.report import MonthlyReportWorkflow, ensure_report_schedule
+from workflows.runner import LeanWorkflowRunner
 from workflows.sealing import seal_keyring
 from workflows.sweeper import StuckSweeperWorkflow, ensure_sweeper_schedule
 
@@ -45,8 +46,9 @@ WORKFLOWS = [FamilyCaseWorkflow, VisitationCommitteeWorkflow, MonthlyReportWorkf
 # carries entered and left it twice (the serialization and storage contexts), ~40 % of the
 # case worker's CPU for a Query, ~1 ms per task. Determinism is kept by the replay tests
 # (tests/test_replay.py), a static check of the workflow modules
-# (tests/test_workflow_determinism.py) and review (DESIGN §8).
-RUNNER = UnsandboxedWorkflowRunner()
+# (tests/test_workflow_determinism.py) and review (DESIGN §8). Its instances let go of each
+# activation once handled (workflows/runner.py: memory per cached case).
+RUNNER = LeanWorkflowRunner()
 
 
 def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
