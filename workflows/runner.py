@@ -16,18 +16,28 @@ cached run:
 Measured on the dev server (bare workflow, 2,000 cached, a 14 KB start input): 142.8 KiB of
 worker RSS per cached workflow with the SDK's instance, 52.8 KiB with this one; with a 10 byte
 input 38.0 against 34.6. Everything kept is copied into messages of its own, so no arena
-outlives its activation. The names are the SDK's private ones: tests/test_workflow_runner.py
-fails when an upgrade moves them (an activation stays alive again).
+outlives its activation.
+
+Two smaller things per run, ~6.4 KiB together: the instance's payload converter (a pydantic
+converter with its own serializer and TypeAdapter cache, 3.6 KiB; stateless and context-free
+here, so one per worker process serves every run) and its `random.Random` (2.9 KiB of
+Mersenne Twister state; workflow code uses no randomness, tests/test_workflow_determinism.py,
+so it is made on first use).
+
+The names are the SDK's private ones: tests/test_workflow_runner.py fails when an upgrade
+moves them (an activation or a generator stays alive again).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+import random
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from temporalio.bridge.proto.workflow_activation import InitializeWorkflow, WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+from temporalio.converter import PayloadConverter
 from temporalio.worker import ExecuteWorkflowInput, UnsandboxedWorkflowRunner, WorkflowInstance
 from temporalio.worker._workflow_instance import WorkflowInstanceDetails, _WorkflowInstanceImpl
 
@@ -45,7 +55,24 @@ def _own_all(messages) -> dict:
     return {key: _own(value) for key, value in messages.items()}
 
 
+class _RandomOnUse:
+    """Stands for the run's `random.Random` until something uses it (a reseed included)."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._real: random.Random | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = random.Random(self._seed)
+        return getattr(self._real, name)
+
+
 class _LeanInstance(_WorkflowInstanceImpl):
+    def __init__(self, det: WorkflowInstanceDetails) -> None:
+        super().__init__(det)
+        self._random = _RandomOnUse(det.randomness_seed)
+
     def _make_workflow_input(self, init_job: InitializeWorkflow) -> ExecuteWorkflowInput:
         inp = super()._make_workflow_input(init_job)
         inp.headers = _own_all(inp.headers)
@@ -63,11 +90,27 @@ class _LeanInstance(_WorkflowInstanceImpl):
 
 
 class LeanWorkflowRunner(UnsandboxedWorkflowRunner):
+    def __init__(self) -> None:
+        super().__init__()
+        # id of the data converter (the factory is its bound method) -> (it, its converter).
+        # Activations run on several threads; the converter is stateless but for its
+        # TypeAdapter cache (functools.lru_cache, thread-safe).
+        self._converters: dict[int, tuple[object, PayloadConverter]] = {}
+
+    def _shared_converter(self, factory) -> PayloadConverter:
+        owner = getattr(factory, "__self__", factory)
+        hit = self._converters.get(id(owner))
+        if hit is None:
+            hit = self._converters[id(owner)] = (owner, factory())
+        return hit[1]
+
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        converter = self._shared_converter(det.payload_converter_factory)
         info = dataclasses.replace(det.info, headers=_own_all(det.info.headers),
                                    raw_memo=_own_all(det.info.raw_memo))
         det = dataclasses.replace(
-            det, info=info, last_completion_result=_own(det.last_completion_result),
+            det, info=info, payload_converter_factory=lambda: converter,
+            last_completion_result=_own(det.last_completion_result),
             last_failure=_own(det.last_failure) if det.last_failure is not None else None,
         )
         return _LeanInstance(det)  # type: ignore[abstract]
