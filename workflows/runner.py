@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -51,7 +52,7 @@ def _own(message: M) -> M:
     return copy
 
 
-def _own_all(messages) -> dict:
+def _own_all(messages: Mapping[str, M]) -> dict[str, M]:
     return {key: _own(value) for key, value in messages.items()}
 
 
@@ -92,17 +93,21 @@ class _LeanInstance(_WorkflowInstanceImpl):
 class LeanWorkflowRunner(UnsandboxedWorkflowRunner):
     def __init__(self) -> None:
         super().__init__()
-        # id of the data converter (the factory is its bound method) -> (it, its converter).
+        # A data converter makes a run's payload converter from its payload converter class
+        # alone (`DataConverter._new_payload_converter`), so one per class serves every run.
         # Activations run on several threads; the converter is stateless but for its
         # TypeAdapter cache (functools.lru_cache, thread-safe).
-        self._converters: dict[int, tuple[object, PayloadConverter]] = {}
+        self._converters: dict[type, PayloadConverter] = {}
 
-    def _shared_converter(self, factory) -> PayloadConverter:
-        owner = getattr(factory, "__self__", factory)
-        hit = self._converters.get(id(owner))
-        if hit is None:
-            hit = self._converters[id(owner)] = (owner, factory())
-        return hit[1]
+    def _shared_converter(self, factory: Callable[[], PayloadConverter]) -> PayloadConverter:
+        owner = getattr(factory, "__self__", None)
+        kind = getattr(owner, "payload_converter_class", None)
+        if kind is None:  # not a data converter's own factory: keep the SDK's behaviour
+            return factory()
+        converter = self._converters.get(kind)
+        if converter is None:
+            converter = self._converters[kind] = factory()
+        return converter
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         converter = self._shared_converter(det.payload_converter_factory)
