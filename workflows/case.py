@@ -34,7 +34,9 @@ with workflow.unsafe.imports_passed_through():
     from models import search
     from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
+    from models.compact import share_fields_sets
     from models.messaging import NotificationRequest, NotificationResult, Recipient
+    from models.policy import Policy
 
 PROJECTION_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=30))
 # Start-to-close timeouts that fit the work (issue 13 point 6): an attempt on a worker that
@@ -118,6 +120,11 @@ class FamilyCaseWorkflow:
                                   consent_rules=consent_rules)
         if self._patched(OUTCOME_INSTRUMENTS):
             self.state.outcome_rules = True
+        # The referral is in the state now; the input keeps no second copy of it for the
+        # run's life (memory per cached case; continue-as-new passes `create=None` anyway).
+        inp.create = None
+        share_fields_sets(inp, skip=(Policy,))
+        self._compact()
         self._search_attributes: dict[str, object] = {}
         # A change nobody else writes to the read model: projected at once. Generation 1: a
         # new case is not one, because the API writes its first state itself (api/cases.py,
@@ -147,6 +154,11 @@ class FamilyCaseWorkflow:
         # with nothing in between, is its retry. Rebuilt on replay by the handlers; a new run
         # (continue-as-new) starts without one.
         self._last_command: str | None = None
+
+    def _compact(self) -> None:
+        """One fields set per model class in the state (models.compact: memory per cached
+        case). Not behaviour: nothing reads those sets, so no patch."""
+        share_fields_sets(self.state, skip=(Policy,))
 
     def _patched(self, patch_id: str) -> bool:
         """Is this behaviour change in force? In a case of rules generation 1 or later (the
@@ -274,6 +286,7 @@ class FamilyCaseWorkflow:
             self._own_change = True
             self.state.version += 1
             after_clocks(self.state, now)  # a consent whose end came expires; "blocked on"
+            self._compact()
         if self._reminders:
             upcoming = family_effects.next_reminder(self.state, self.effects_done, now)
             if upcoming != self._reminder_next:
@@ -537,6 +550,7 @@ class FamilyCaseWorkflow:
                 and self._patched(RETRY_ANSWERS)):
             return self.state  # checked like any draft (who, stage), but no new version
         self.state = candidate
+        self._compact()
         return self.state
 
     @workflow.update
