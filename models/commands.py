@@ -41,7 +41,8 @@ from models.policy import Policy
 # The rules generation the API starts new cases with (FamilyCaseWorkflow, docs/decisions.md).
 # 1: every patch up to "family-sms-reminder" is in force without a marker, and search
 # attributes follow the projection (a burst of commands is one visibility write).
-CASE_RULES = 1
+# 2: an idle cached case keeps no task but its run (workflows/case.py LEAN_LOOP).
+CASE_RULES = 2
 
 
 class CaseWorkflowInput(BaseModel):

@@ -20,7 +20,8 @@ from pydantic import BaseModel
 _FULL: dict[type, set[str]] = {}
 
 
-def _full(cls: type[BaseModel]) -> set[str]:
+def class_fields_set(cls: type[BaseModel]) -> set[str]:
+    """The one set of all field names every instance of `cls` gets."""
     names = _FULL.get(cls)
     if names is None:
         names = _FULL[cls] = set(cls.model_fields)
@@ -39,7 +40,7 @@ def share_fields_sets(root: object, skip: tuple[type, ...] = ()) -> None:
             if id(obj) in seen or isinstance(obj, skip):
                 continue
             seen.add(id(obj))
-            full = _full(type(obj))
+            full = class_fields_set(type(obj))
             if obj.__pydantic_fields_set__ is not full:
                 object.__setattr__(obj, "__pydantic_fields_set__", full)
             stack.extend(v for v in obj.__dict__.values() if not isinstance(v, _LEAF))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from sqlmodel import Session
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
@@ -78,11 +79,12 @@ def _count(events, kind: int) -> int:
     return sum(1 for e in events if e.event_type == kind)
 
 
+@pytest.mark.parametrize("rules", [1, CASE_RULES])
 async def test_a_new_case_starts_without_patch_markers_and_writes_its_search_attributes_once(
-    ts_env: WorkflowEnvironment, settings, started
+    ts_env: WorkflowEnvironment, settings, started, rules: int
 ) -> None:
     async with running_worker(ts_env.client, settings):
-        handle, now = await _assigned_case(ts_env, settings, started, CASE_RULES)
+        handle, now = await _assigned_case(ts_env, settings, started, rules)
         first = _first_task((await handle.fetch_history()).events)
         assert _count(first, EventType.EVENT_TYPE_MARKER_RECORDED) == 0
         # One upsert: ours ("started", api/backlog.py), no TemporalChangeVersion per patch.
@@ -122,7 +124,8 @@ async def test_a_new_case_starts_without_patch_markers_and_writes_its_search_att
                                              execution=WorkflowExecution(workflow_id=handle.id)))
         fields = raw.workflow_execution_info.search_attributes.indexed_fields
         assert fields[search.STAGE.name].data == b'"closed"'
-        await save_history(handle, "case_rules_generation_1")
+        # One history per generation for the replay test (an existing file is kept).
+        await save_history(handle, f"case_rules_generation_{rules}")
 
 
 async def test_a_case_without_a_generation_still_asks_for_each_patch(

@@ -73,6 +73,12 @@ MEETING_CANCEL = "meeting-cancel"
 # Patch: the family's SMS reminder the day before each meeting, out of the policy's quiet
 # hours (domain.family_effects): one more timer instant and one more kind of effect.
 FAMILY_SMS_REMINDER = "family-sms-reminder"
+# Rules generation 2 (models.commands.CASE_RULES; new cases only, so no patch): an idle cached
+# case keeps no task but its run. Messages and documents are started where the case changes
+# (a command, a clock, a finished hand-over) instead of by a task of their own that waits for
+# them, and the one durable timer is a bare Temporal timer, not a task sleeping on it (issue
+# 13: memory per cached case; each task held ~2 KiB of coroutines, futures and closures).
+LEAN_LOOP = 2
 
 
 def _refusal_error(refusal: Refusal) -> ApplicationError:
@@ -81,6 +87,27 @@ def _refusal_error(refusal: Refusal) -> ApplicationError:
 
 def _forged() -> ApplicationError:
     return ApplicationError(command_seal.FORGED, type="forbidden", non_retryable=True)
+
+
+class _Alarm:
+    """The case's durable timer in generation 2: `loop.call_later` on the workflow's event
+    loop is a Temporal timer (StartTimer; `cancel()` sends CancelTimer), without the task and
+    coroutines `asyncio.create_task(workflow.sleep(...))` keeps while it waits."""
+
+    __slots__ = ("_handle", "_rang")
+
+    def __init__(self, seconds: float) -> None:
+        self._rang = False
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._ring)
+
+    def _ring(self) -> None:
+        self._rang = True
+
+    def done(self) -> bool:
+        return self._rang
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 @workflow.defn
@@ -133,7 +160,7 @@ class FamilyCaseWorkflow:
                             or (inp.state is not None and self.state.version > inp.projected_version))
         self._projection_due: datetime | None = None
         # The one durable timer the main loop sleeps on, and the instant it is set for.
-        self._timer: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | _Alarm | None = None
         self._timer_at: datetime | None = None
         # Candidate states computed by validators, reused by their handlers (update id ->
         # (version it was computed from, state)). Validators do not run on replay; then the
@@ -183,9 +210,12 @@ class FamilyCaseWorkflow:
             self._refused = True
             workflow.logger.warning("refused a workflow start without OneFamily's seal")
             raise _forged()
-        runner = asyncio.create_task(self._effects_loop())
+        lean = self.inp.rules >= LEAN_LOOP
+        runner = None if lean else asyncio.create_task(self._effects_loop())
         while True:
             self._fire_clocks()
+            if lean:
+                self._start_effects()
             self._upsert_search_attributes()
             if self._committee_changes():
                 await self._tell_committee()
@@ -194,17 +224,16 @@ class FamilyCaseWorkflow:
                 await self._project()
                 continue
             if self.state.stage is Stage.closed:
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() and self._effects_idle()
-                )
+                if not await self._settled():
+                    continue
                 if self.state.version == self.projected_version and not self._committee_changes():
-                    runner.cancel()
+                    if runner is not None:
+                        runner.cancel()
                     return self.state
                 continue
             if self._history_too_long():
-                await workflow.wait_condition(
-                    lambda: workflow.all_handlers_finished() and self._effects_idle()
-                )
+                if not await self._settled():
+                    continue
                 if self.state.version > self.projected_version or self._committee_changes():
                     continue
                 workflow.continue_as_new(
@@ -219,6 +248,17 @@ class FamilyCaseWorkflow:
                     )
                 )
             await self._sleep_until_change_or_due()
+
+    async def _settled(self) -> bool:
+        """Wait until no handler runs and no message or document is on its way. False when,
+        in generation 2, effects came up that nobody has started yet: the main loop starts
+        them (in generation 1 the effects loop does, so that never happens there)."""
+        lean = self.inp.rules >= LEAN_LOOP
+        await workflow.wait_condition(
+            lambda: (workflow.all_handlers_finished() and self._effects_idle())
+            or (lean and bool(self._effects_to_start()))
+        )
+        return not (lean and self._effects_to_start())
 
     @staticmethod
     def _start_is_sealed(inp: CaseWorkflowInput) -> bool:
@@ -267,12 +307,17 @@ class FamilyCaseWorkflow:
             self._timer, self._timer_at = None, target
             if target is not None:
                 delay = max(target - workflow.now(), timedelta(0)) + timedelta(seconds=1)
-                self._timer = asyncio.create_task(workflow.sleep(delay))
+                if self.inp.rules >= LEAN_LOOP:
+                    self._timer = _Alarm(delay.total_seconds())
+                else:
+                    self._timer = asyncio.create_task(workflow.sleep(delay))
         version, timer = self.state.version, self._timer
+        lean = self.inp.rules >= LEAN_LOOP
         await workflow.wait_condition(
             lambda: self.state.version != version
             or self._history_too_long()
             or (timer is not None and timer.done())
+            or (lean and bool(self._effects_to_start()))
         )
         if timer is not None and timer.done():
             self._timer, self._timer_at = None, None
@@ -334,11 +379,16 @@ class FamilyCaseWorkflow:
         never mattered for what arrives; one deferred by quiet hours waits alone."""
         while True:
             await workflow.wait_condition(lambda: bool(self._effects_to_start()))
-            for effect in self._effects_to_start():
-                if self._by_event and not effects.still_wanted(self.state, effect):
-                    self._passed[effect.key] = self.state.version  # until the case changes
-                    continue
-                self._in_flight[effect.key] = asyncio.create_task(self._hand_over(effect))
+            self._start_effects()
+
+    def _start_effects(self) -> None:
+        """Hand every pending effect over, each in a task of its own (generation 1: from the
+        effects loop; generation 2: wherever the case changes, and from the main loop)."""
+        for effect in self._effects_to_start():
+            if self._by_event and not effects.still_wanted(self.state, effect):
+                self._passed[effect.key] = self.state.version  # until the case changes
+                continue
+            self._in_flight[effect.key] = asyncio.create_task(self._hand_over(effect))
 
     def _effects_to_start(self) -> list[effects.Effect]:
         return [e for e in self._pending_effects() if e.key not in self._in_flight
@@ -352,6 +402,8 @@ class FamilyCaseWorkflow:
             workflow.logger.warning("effect failed: %s", effect.key.split(":", 1)[-1])
         self.effects_done.add(effect.key)
         self._in_flight.pop(effect.key, None)
+        if self.inp.rules >= LEAN_LOOP:
+            self._start_effects()  # what waited for this one (a fan-out, a follow-up)
 
     async def _perform(self, effect: effects.Effect) -> None:
         if effect.document is not None:
@@ -551,6 +603,8 @@ class FamilyCaseWorkflow:
             return self.state  # checked like any draft (who, stage), but no new version
         self.state = candidate
         self._compact()
+        if self.inp.rules >= LEAN_LOOP:
+            self._start_effects()  # the command's messages leave now, whatever the loop does
         return self.state
 
     @workflow.update
