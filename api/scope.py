@@ -4,9 +4,9 @@ SQL form of a list scope. The only place that turns need-to-know into SQL."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cached_property
 
 from sqlalchemy import and_, false, func, or_, select
-from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -19,7 +19,7 @@ def _team(text: str | None) -> frozenset[str]:
     return frozenset(t for t in (text or "").split(",") if t)
 
 
-def facts_from_row(row: CaseRow, session: Session, now: datetime | None = None) -> CaseFacts:
+def facts_from_row(row: CaseRow | _FactsRow, session: Session, now: datetime | None = None) -> CaseFacts:
     """`now`: the family's consent as of this instant (default: the wall clock)."""
     not_consented, documents_not_consented = uncovered_of_row(row, now or datetime.now(UTC))
     items = session.exec(
@@ -38,12 +38,32 @@ def facts_from_row(row: CaseRow, session: Session, now: datetime | None = None) 
     )
 
 
-def load_facts(session: Session, case_id: str) -> CaseFacts | None:
-    """The case's facts from the read model; None for an unknown case."""
-    # The sealed document (decrypt + parse of the whole case) is loaded only when an ended
-    # consent needs it (uncovered_of_row): every command asks for the facts (issue 13, speed).
-    row = session.get(CaseRow, case_id, options=[defer(CaseRow.document)])
-    return facts_from_row(row, session) if row is not None else None
+# What the facts need of a case's row: no sealed column (the family's name, the document).
+_FACT_COLUMNS = (CaseRow.id, CaseRow.unit, CaseRow.coordinator_id, CaseRow.team_text,
+                 CaseRow.uncovered_text, CaseRow.uncovered_documents_text, CaseRow.consent_until)
+
+
+class _FactsRow:
+    """The facts' columns of a case's row; its sealed document (a decrypt and a parse of the
+    whole case) is read only when an ended consent needs it (uncovered_of_row)."""
+
+    def __init__(self, session: Session, values) -> None:
+        self._session = session
+        (self.id, self.unit, self.coordinator_id, self.team_text, self.uncovered_text,
+         self.uncovered_documents_text, self.consent_until) = values
+
+    @cached_property
+    def document(self) -> dict | None:
+        return self._session.execute(
+            select(CaseRow.document).where(CaseRow.id == self.id)).scalar_one_or_none()
+
+
+def load_facts(session: Session, case_id: str, now: datetime | None = None) -> CaseFacts | None:
+    """The case's facts from the read model; None for an unknown case. Every command and read
+    asks for them: a plain SELECT of seven columns, not the ORM row with its sealed name
+    (issue 13, speed)."""
+    values = session.exec(select(*_FACT_COLUMNS).where(CaseRow.id == case_id)).first()
+    return facts_from_row(_FactsRow(session, values), session, now) if values is not None else None
 
 
 def contains_exactly(column, needle: str) -> ColumnElement[bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import stat
 import uuid
@@ -41,6 +42,7 @@ from workflows.codec import (
     ENV_PREVIOUS,
     KEY_FILE,
     KEY_ID_META,
+    PYDANTIC,
     EncryptionCodec,
     EncryptionKeyError,
     data_converter,
@@ -191,7 +193,7 @@ def test_bad_keys_are_refused_without_echoing_them(settings: Settings, env: dict
 def test_switched_off_keeps_old_data_readable(tmp_path: Path) -> None:
     off = Settings(ONEFAMILY_DATA_DIR=str(tmp_path), ONEFAMILY_ENCRYPT_PAYLOADS="false")
     # Never used before: plain converter, and no key file appears.
-    assert data_converter(off) is pydantic_data_converter
+    assert data_converter(off) is PYDANTIC
     assert not (tmp_path / KEY_FILE).exists()
     # Used before: old payloads must still decrypt, new ones are written in plaintext.
     load_keys(off, {})
@@ -398,3 +400,15 @@ async def test_decoded_payloads_follow_the_read_rule_of_their_case(
         res = http.post("/codec/decode", json=body(theirs), headers={"X-User": "anna"})
         assert res.status_code == 403 and "Jensen" not in res.text, res.text
         assert audited[-1] == [case_id]
+
+
+def test_every_data_converter_shares_one_payload_and_failure_converter(tmp_path: Path) -> None:
+    """The SDK builds data converters per activation (context, codec): they must not build a
+    pydantic converter each (workflows/codec.py `_OnePerProcess`)."""
+    from temporalio.converter import WorkflowSerializationContext
+
+    dc = data_converter(Settings(ONEFAMILY_DATA_DIR=str(tmp_path)))
+    context = WorkflowSerializationContext(namespace="default", workflow_id="case-1")
+    made = [dc, dataclasses.replace(dc), dc.with_context(context), dataclasses.replace(PYDANTIC)]
+    inner = {id(d.payload_converter._inner_payload_converter) for d in made}  # type: ignore[attr-defined]
+    assert len(inner) == 1 and {id(d.failure_converter) for d in made} == {id(made[0].failure_converter)}

@@ -508,6 +508,8 @@ def test_the_read_model_gives_the_same_facts_as_the_state(engine) -> None:
         later = datetime(2027, 2, 1, 0, 0, 1, tzinfo=CPH)
         facts = facts_from_row(session.get(CaseRow, state.id), session, now=later)
         assert facts.not_consented == {"ole", "lise"} == facts_from_state(state, now=later).not_consented
+        assert load_facts(session, state.id, now=later) == facts  # its document read for it
+        assert load_facts(session, state.id, now=NOW).not_consented == {"ole"}
         assert not listed(LISE, later) and listed(ANNA, later)
 
 
