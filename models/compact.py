@@ -15,16 +15,33 @@ always does, so a copy never changes the shared one.
 
 from __future__ import annotations
 
+import io
+import pickle
+import threading
+import zlib
+from dataclasses import dataclass
+
 from pydantic import BaseModel
 
 _FULL: dict[type, set[str]] = {}
+# The shared sets by index, for `freeze`: append-only, so an index names the same set for the
+# life of the process. Workflow tasks run on several threads: sets are made under the lock.
+_SETS: list[set[str]] = []
+_SET_INDEX: dict[int, int] = {}
+_making = threading.Lock()
 
 
 def class_fields_set(cls: type[BaseModel]) -> set[str]:
     """The one set of all field names every instance of `cls` gets."""
     names = _FULL.get(cls)
     if names is None:
-        names = _FULL[cls] = set(cls.model_fields)
+        with _making:
+            names = _FULL.get(cls)
+            if names is None:
+                names = set(cls.model_fields)
+                _SET_INDEX[id(names)] = len(_SETS)
+                _SETS.append(names)
+                _FULL[cls] = names
     return names
 
 
@@ -51,3 +68,59 @@ def share_fields_sets(root: object, skip: tuple[type, ...] = ()) -> None:
 
 
 _LEAF = (str, int, float, bool, type(None), bytes)
+
+
+# ---------------------------------------------------------------- an idle case's state, frozen
+#
+# An idle cached case's state is ~11 KB of Python objects (model dicts, lists, datetimes) for a
+# new case, more as it grows. While the case waits it is kept as a compressed pickle (~1.5 KB
+# for a new case), and thawed at the first touch. Pickle, not JSON: it gives back the very
+# same values (a ZoneInfo stays a ZoneInfo, an enum member the same member) without validating
+# again, so a thawed state behaves exactly as the frozen one. The policy and the class fields
+# sets are not copied into the bytes: they are passed by reference (the shared objects).
+
+_POLICY = "policy"
+
+
+class _Freezer(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, policy: object) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._policy = policy
+
+    def persistent_id(self, obj: object) -> object:
+        if obj is self._policy:
+            return _POLICY
+        if type(obj) is set:
+            return _SET_INDEX.get(id(obj))  # a shared fields set: by its index
+        return None
+
+
+class _Thawer(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, policy: object) -> None:
+        super().__init__(file)
+        self._policy = policy
+
+    def persistent_load(self, pid: object) -> object:
+        if pid == _POLICY:
+            return self._policy
+        return _SETS[pid]  # type: ignore[index]
+
+
+@dataclass(frozen=True, slots=True)
+class Frozen:
+    """A model frozen by `freeze`: its bytes and the shared policy it refers to."""
+
+    data: bytes
+    policy: object
+
+
+def freeze(model: BaseModel, policy: object) -> Frozen:
+    """`model` as compressed bytes; `policy` (an object inside it, shared) stays a reference."""
+    share_fields_sets(model, skip=(type(policy),))
+    buffer = io.BytesIO()
+    _Freezer(buffer, policy).dump(model)
+    return Frozen(zlib.compress(buffer.getvalue(), 1), policy)
+
+
+def thaw(frozen: Frozen) -> BaseModel:
+    return _Thawer(io.BytesIO(zlib.decompress(frozen.data)), frozen.policy).load()

@@ -1,6 +1,7 @@
 """What an idle cached case keeps alive (issue 13, memory per cached case): in rules
-generation 2 one asyncio task (its run), no effects loop and no task sleeping on its timer;
-and its state's models share one fields set per class (models.compact). Generation 1 still
+generation 2 one asyncio task (its run), no effects loop and no task sleeping on its timer,
+and its state frozen to bytes; and its state's models share one fields set per class
+(models.compact). Generation 1 still
 keeps its three tasks, so the count could fail; its histories replay (tests/test_replay.py)."""
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ async def test_an_idle_cached_case_keeps_only_its_run(
         assert len(cases) == CASES
         for case in cases:
             assert case.inp.create is None  # the referral lives in the state only
+            if rules >= LEAN_LOOP:  # frozen while it waits: a few KB of bytes, no objects
+                assert case._state is None and case._frozen is not None
+                assert len(case._frozen.data) < 4_000
+                assert case._state_version() == case.state.version  # thawed by the touch
             models: list[BaseModel] = []
             stack: list[object] = [case.state]
             while stack:

@@ -10,7 +10,7 @@ from domain.lifecycle import Ctx, execute, new_case, working_copy
 from domain.policy import current_policy
 from models.case import Actor, CaseCreate, CaseState
 from models.commands import CommandInput
-from models.compact import share_fields_sets
+from models.compact import class_fields_set, freeze, share_fields_sets, thaw
 from models.policy import Policy
 from tests.factories import case_create_body
 
@@ -101,3 +101,25 @@ def test_fifty_cases_keep_one_set_per_class() -> None:
     for s in states:
         share_fields_sets(s, skip=(Policy,))
     assert len({id(m.__pydantic_fields_set__) for m in models}) == len({type(m) for m in models})
+
+
+def test_a_frozen_state_thaws_to_the_same_case() -> None:
+    """Value for value (a deadline's ZoneInfo stays a ZoneInfo, an enum the same member), the
+    policy the same shared object, the fields sets the shared ones, and the thawed state is a
+    copy: changing it leaves the frozen bytes as they were."""
+    state = _state()
+    inp = CommandInput(actor=MIA, body={"coordinator_id": "c1"})
+    execute(state, "assign_coordinator", inp, Ctx(actor=MIA, now=NOW, policy=state.policy))
+    frozen = freeze(state, state.policy)
+    assert len(frozen.data) < len(state.model_dump_json(exclude={"policy"}))
+    thawed = thaw(frozen)
+    assert thawed == state and thawed is not state
+    assert thawed.model_dump_json() == state.model_dump_json()
+    assert thawed.policy is state.policy
+    zones = [(d.due_at.tzinfo, t.due_at.tzinfo) for d, t in zip(state.deadlines, thawed.deadlines,
+                                                               strict=True)]
+    assert zones and all(type(a) is type(b) and a == b for a, b in zones)
+    assert thawed.stage is state.stage
+    assert all(m.__pydantic_fields_set__ is class_fields_set(type(m)) for m in _models(thawed))
+    thawed.version += 5
+    assert thaw(frozen).version == state.version
