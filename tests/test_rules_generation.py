@@ -5,7 +5,9 @@ history. Both kinds of history are replayed by tests/test_replay.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -15,11 +17,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.testing import WorkflowEnvironment
 
+from domain.lifecycle import Ctx, new_case
+from domain.policy import DK
 from models import search
+from models.case import CaseCreate
 from models.commands import CASE_RULES
 from models.db import get_engine
 from models.tables import CaseRow
 from tests.conftest import running_worker, save_history
+from tests.factories import case_create_body
 from tests.test_workflow_clocks import eventually
 from tests.test_workflow_lifecycle import ADMIN, ANNA, cmd, start_case
 from workflows.case import (
@@ -142,3 +148,33 @@ async def test_a_case_without_a_generation_still_asks_for_each_patch(
         # Generation 0 writes its search attributes with every change, as it always did (once
         # its first projection, still running when the command came, is done).
         assert await eventually(lambda: _coordinator(handle), "the coordinator attribute") == "anna"
+
+
+@pytest.mark.parametrize("rules", [1, CASE_RULES])
+async def test_a_run_given_changes_not_yet_projected_projects_them_in_its_first_task(
+    ts_env: WorkflowEnvironment, settings, started, rules: int
+) -> None:
+    """A state handed over (continue-as-new) newer than its projection is the workflow's own
+    change: projected at once, not after the quiet spell (the input's state is dropped after
+    the run took it, so this decision must be taken before)."""
+    now = await ts_env.get_current_time()
+    body = CaseCreate.model_validate(case_create_body(received_at=(now - timedelta(hours=1)).isoformat()))
+    state = new_case(str(uuid.uuid4()), body, Ctx(actor=ADMIN, now=now, policy=DK), [])
+    state.version = 3
+    async with running_worker(ts_env.client, settings):
+        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat(),
+                                  rules=rules, state=state, projected_version=1)
+        started.append(handle)
+        decided: list[int] = []
+        for _ in range(50):  # the first workflow task's commands, once it completed
+            events = list((await handle.fetch_history()).events)
+            done = [i for i, e in enumerate(events)
+                    if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+            if done:
+                decided = [e.event_type for e in events[done[0] + 1:]]
+                break
+            await asyncio.sleep(0.1)
+        # The projection is scheduled by the first task, before any timer.
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED in decided, decided
+        assert EventType.EVENT_TYPE_TIMER_STARTED not in decided[
+            :decided.index(EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)]

@@ -140,7 +140,6 @@ class FamilyCaseWorkflow:
         self._reminder_epoch = 0
         if inp.state is not None:
             self.state = inp.state
-            inp.state = None  # the run holds it (frozen while it waits), the input no copy
             if consent_rules and not self.state.consent_rules:
                 # Continued from a run before consents: the rules apply from this run on.
                 cs.enable(self.state, workflow.now())
@@ -165,6 +164,8 @@ class FamilyCaseWorkflow:
         # the same `new_case`); the safety-net projection waits for the quiet spell.
         self._own_change = ((inp.state is None and inp.rules < 1)
                             or (inp.state is not None and self.state.version > inp.projected_version))
+        # The run holds a continued state (frozen while it waits); the input keeps no copy of it.
+        inp.state = None
         self._projection_due: datetime | None = None
         # The one durable timer the main loop sleeps on, and the instant it is set for.
         self._timer: asyncio.Task[None] | _Alarm | None = None
