@@ -11,13 +11,12 @@ import gc
 from datetime import timedelta
 
 import pytest
-from pydantic import BaseModel
 from temporalio.testing import WorkflowEnvironment
 
 from models.commands import CASE_RULES
 from models.compact import class_fields_set
-from models.policy import Policy
 from tests.conftest import running_worker
+from tests.test_compact import _models
 from tests.test_workflow_lifecycle import ADMIN, cmd, start_case
 from workflows.case import LEAN_LOOP, FamilyCaseWorkflow
 
@@ -61,15 +60,7 @@ async def test_an_idle_cached_case_keeps_only_its_run(
                 assert case._state is None and case._frozen is not None
                 assert len(case._frozen.data) < 4_000
                 assert case._state_version() == case.state.version  # thawed by the touch
-            models: list[BaseModel] = []
-            stack: list[object] = [case.state]
-            while stack:
-                obj = stack.pop()
-                if isinstance(obj, BaseModel) and not isinstance(obj, Policy):
-                    models.append(obj)
-                    stack.extend(obj.__dict__.values())
-                elif isinstance(obj, (list, tuple)):
-                    stack.extend(obj)
+            models = _models(case.state)
             assert len(models) > 10
             assert all(m.__pydantic_fields_set__ is class_fields_set(type(m)) for m in models)
 

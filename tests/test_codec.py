@@ -410,5 +410,6 @@ def test_every_data_converter_shares_one_payload_and_failure_converter(tmp_path:
     dc = data_converter(Settings(ONEFAMILY_DATA_DIR=str(tmp_path)))
     context = WorkflowSerializationContext(namespace="default", workflow_id="case-1")
     made = [dc, dataclasses.replace(dc), dc.with_context(context), dataclasses.replace(PYDANTIC)]
-    inner = {id(d.payload_converter._inner_payload_converter) for d in made}  # type: ignore[attr-defined]
+    runs = [d._new_payload_converter() for d in made]  # what each workflow run is given
+    inner = {id(c._inner_payload_converter) for c in [*runs, *(d.payload_converter for d in made)]}  # type: ignore[attr-defined]
     assert len(inner) == 1 and {id(d.failure_converter) for d in made} == {id(made[0].failure_converter)}

@@ -218,8 +218,10 @@ class FamilyCaseWorkflow:
 
     def _compact(self) -> None:
         """One fields set per model class in the state (models.compact: memory per cached
-        case). Not behaviour: nothing reads those sets, so no patch."""
-        share_fields_sets(self.state, skip=(Policy,))
+        case). Not behaviour: nothing reads those sets, so no patch. Generation 2's freeze
+        shares them itself, when the case waits."""
+        if self.inp.rules < LEAN_LOOP:
+            share_fields_sets(self.state, skip=(Policy,))
 
     def _patched(self, patch_id: str) -> bool:
         """Is this behaviour change in force? In a case of rules generation 1 or later (the

@@ -241,28 +241,20 @@ class _OnePerProcess:
         with cls._making:
             if cls.__dict__.get("_one") is None:
                 one = super().__new__(cls)
-                cls._init(one)
+                super(_OnePerProcess, one).__init__()  # the converter's own, once
                 cls._one = one
             return cls._one
 
     def __init__(self) -> None:
         pass  # made once, in __new__
 
-    @classmethod
-    def _init(cls, one) -> None:
-        raise NotImplementedError
-
 
 class SharedPayloadConverter(_OnePerProcess, PydanticPayloadConverter):
-    @classmethod
-    def _init(cls, one) -> None:
-        PydanticPayloadConverter.__init__(one)
+    pass
 
 
 class SharedFailureConverter(_OnePerProcess, DefaultFailureConverter):
-    @classmethod
-    def _init(cls, one) -> None:
-        DefaultFailureConverter.__init__(one)
+    pass
 
 
 # The SDK's `pydantic_data_converter` with the shared converters.

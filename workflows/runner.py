@@ -18,11 +18,9 @@ worker RSS per cached workflow with the SDK's instance, 52.8 KiB with this one; 
 input 38.0 against 34.6. Everything kept is copied into messages of its own, so no arena
 outlives its activation.
 
-Two smaller things per run, ~6.4 KiB together: the instance's payload converter (a pydantic
-converter with its own serializer and TypeAdapter cache, 3.6 KiB; stateless and context-free
-here, so one per worker process serves every run) and its `random.Random` (2.9 KiB of
-Mersenne Twister state; workflow code uses no randomness, tests/test_workflow_determinism.py,
-so it is made on first use).
+One smaller thing per run: its `random.Random` (2.9 KiB of Mersenne Twister state; workflow
+code uses no randomness, tests/test_workflow_determinism.py, so it is made on first use). The
+run's payload converter is the process's one (workflows/codec.py `SharedPayloadConverter`).
 
 The names are the SDK's private ones: tests/test_workflow_runner.py fails when an upgrade
 moves them (an activation or a generator stays alive again).
@@ -32,13 +30,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from temporalio.bridge.proto.workflow_activation import InitializeWorkflow, WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
-from temporalio.converter import PayloadConverter
 from temporalio.worker import ExecuteWorkflowInput, UnsandboxedWorkflowRunner, WorkflowInstance
 from temporalio.worker._workflow_instance import WorkflowInstanceDetails, _WorkflowInstanceImpl
 
@@ -91,31 +88,11 @@ class _LeanInstance(_WorkflowInstanceImpl):
 
 
 class LeanWorkflowRunner(UnsandboxedWorkflowRunner):
-    def __init__(self) -> None:
-        super().__init__()
-        # A data converter makes a run's payload converter from its payload converter class
-        # alone (`DataConverter._new_payload_converter`), so one per class serves every run.
-        # Activations run on several threads; the converter is stateless but for its
-        # TypeAdapter cache (functools.lru_cache, thread-safe).
-        self._converters: dict[type, PayloadConverter] = {}
-
-    def _shared_converter(self, factory: Callable[[], PayloadConverter]) -> PayloadConverter:
-        owner = getattr(factory, "__self__", None)
-        kind = getattr(owner, "payload_converter_class", None)
-        if kind is None:  # not a data converter's own factory: keep the SDK's behaviour
-            return factory()
-        converter = self._converters.get(kind)
-        if converter is None:
-            converter = self._converters[kind] = factory()
-        return converter
-
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        converter = self._shared_converter(det.payload_converter_factory)
         info = dataclasses.replace(det.info, headers=_own_all(det.info.headers),
                                    raw_memo=_own_all(det.info.raw_memo))
         det = dataclasses.replace(
-            det, info=info, payload_converter_factory=lambda: converter,
-            last_completion_result=_own(det.last_completion_result),
+            det, info=info, last_completion_result=_own(det.last_completion_result),
             last_failure=_own(det.last_failure) if det.last_failure is not None else None,
         )
         return _LeanInstance(det)  # type: ignore[abstract]
