@@ -120,6 +120,7 @@ class FamilyCaseWorkflow:
         self._state: CaseState | None = None
         self._frozen: Frozen | None = None
         self._frozen_version = 0
+        self._commanded_at = -1  # the history length of the last workflow task with a command
         self._start_sealed = self._start_is_sealed(inp)
         # Equal policies share one object per worker process (domain.shared_policy: memory
         # per cached case); same content, so no change in behaviour and no patch.
@@ -215,6 +216,18 @@ class FamilyCaseWorkflow:
             self._frozen = freeze(self._state, self._state.policy)
             self._frozen_version = self._state.version
             self._state = None
+
+    def _commanded_now(self) -> bool:
+        """Did a command (an Update) reach the case in this workflow task? Then it stays
+        thawed: the next command of a burst follows within moments, and freezing and thawing
+        the whole state on every command cost ~40 % of the worker's time per command (issue
+        13, latency). It freezes once a later task finds it quiet (its quiet spell's timer,
+        at the latest). The history length is the same for every step of one workflow task
+        and grows with the next, also on replay; either way only memory depends on it."""
+        return self._commanded_at == workflow.info().get_current_history_length()
+
+    def _note_command(self) -> None:
+        self._commanded_at = workflow.info().get_current_history_length()
 
     def _compact(self) -> None:
         """One fields set per model class in the state (models.compact: memory per cached
@@ -349,7 +362,7 @@ class FamilyCaseWorkflow:
                     self._timer = asyncio.create_task(workflow.sleep(delay))
         version, timer = self.state.version, self._timer
         lean = self.inp.rules >= LEAN_LOOP
-        if lean:
+        if lean and not self._commanded_now():
             self._freeze()
         await workflow.wait_condition(
             lambda: self._state_version() != version
@@ -572,6 +585,7 @@ class FamilyCaseWorkflow:
     @workflow.update
     def snapshot(self) -> CaseState:
         """No-op update used with update-with-start, so creating a case answers with it."""
+        self._note_command()
         return self.state
 
     @workflow.update
@@ -579,6 +593,7 @@ class FamilyCaseWorkflow:
         """A registration of the same person, made at the same time, names this case too
         (api/duplicates.py): the possible-duplicate flag gets its id. Not a user's command
         (no history entry, no retry rule); new, so no history before it holds one."""
+        self._note_command()
         ids = list((inp.body or {}).get("case_ids") or [])
         if retries.note_possible_duplicates(self.state, ids):
             self.state.version += 1
@@ -618,6 +633,7 @@ class FamilyCaseWorkflow:
         self._validated[update_id] = (self.state.version, candidate)
 
     def _apply(self, name: str, inp: CommandInput) -> CaseState:
+        self._note_command()
         info = workflow.current_update_info()
         cached = self._validated.pop(info.id, None) if info else None
         fingerprint = retries.fingerprint(name, inp)
