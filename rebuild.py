@@ -6,7 +6,7 @@ run of each case id (a run that continued as new is never the newest) and gets i
 `case` Query of a running case (a case worker must be running: `make run`, or the production
 workers), the result of a completed one (its run returns the CaseState), the Query (replayed
 by a worker) of a terminated or failed one. Each state is written with the projection's
-version-checked upsert (`activities.projection.write_case`): an older state never overwrites a
+version-checked upsert (`models.projection.write_case`): an older state never overwrites a
 newer one, so this is safe while the system runs, and running it twice writes nothing new. The
 committee items come with their cases; the committee's meetings from its `agenda` Query (the
 last ten it keeps).
@@ -36,8 +36,8 @@ from sqlmodel import Session, delete
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from activities.projection import write_case
 from models.case import CaseState
+from models.projection import write_case
 from models.tables import CaseRow, CommitteeItemRow, CommitteeMeetingRow
 
 CASE_WORKFLOW = "FamilyCaseWorkflow"

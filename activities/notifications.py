@@ -334,7 +334,7 @@ class NotificationActivities:
             return False
         if req.invite is not None and req.invite.method == "CANCEL":
             return False
-        from activities.projection import uncovered_of_row
+        from models.projection import uncovered_of_row
 
         with Session(self.engine) as session:
             case = session.get(CaseRow, req.case_id)

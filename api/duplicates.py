@@ -28,18 +28,18 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, delete, select
 from temporalio.client import Client
 
-from activities.projection import legacy_person_key, person_key
 from api.gateway import send  # the one place that sends Updates (queue, deadline, projection)
 from models import sealed
 from models.case import Actor, CaseCreate, CaseState
 from models.commands import CommandInput
+from models.projection import legacy_person_key, person_key
 from models.tables import CasePersonRow
 
 log = logging.getLogger("onefamily.api")
 
 
 def _keys(body: CaseCreate) -> list[str]:
-    """Every key a member may be stored under (activities/projection.py: the keyed hashes
+    """Every key a member may be stored under (models/projection.py: the keyed hashes
     and the legacy plaintext key), for one query over all members."""
     return sorted({k for m in body.family.members
                    for k in (*sealed.person_hashes(m.name, m.birth_date),

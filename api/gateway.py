@@ -28,7 +28,6 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.projection import write_case
 from api.errors import (
     RETRY_AFTER,
     command_timed_out,
@@ -38,6 +37,7 @@ from api.errors import (
 )
 from models.case import CaseState, Stage
 from models.commands import CommandInput
+from models.projection import write_case
 from models.tables import CaseRow
 from settings import get_settings
 from workflows.case import FamilyCaseWorkflow

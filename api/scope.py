@@ -10,8 +10,8 @@ from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
-from activities.projection import uncovered_of_row
 from domain.access import CaseFacts, CaseScope
+from models.projection import uncovered_of_row
 from models.tables import CaseRow, CommitteeItemRow
 
 

@@ -130,7 +130,7 @@ def seed_cases(engine, n: int, now: datetime, seed: int = 7, templates: int = 60
     from sqlalchemy import insert
     from sqlmodel import Session
 
-    from activities.projection import case_row
+    from models.projection import case_row
     from models.tables import CaseRow, CommitteeItemRow
 
     rng = random.Random(seed)

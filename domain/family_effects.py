@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 def silenced(state: CaseState) -> frozenset[str]:
     """Staff who get no message about the case: team members no active consent covers. (Rows
-    already in the outbox are cancelled there: activities/projection.py.)"""
+    already in the outbox are cancelled there: models/projection.py.)"""
     return cs.uncovered(state) if state.consent_rules else frozenset()
 
 

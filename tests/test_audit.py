@@ -25,12 +25,12 @@ from sqlmodel import Session, select
 from temporalio.service import RPCError, RPCStatusCode
 
 import api.main
-from activities.projection import write_case
 from api import audit
 from api.audit import AuditMiddleware, Entry, append, describe, verify_chain
 from bench.dashboard import build_case
 from models.case import Actor, CaseState, Stage
 from models.db import alembic_config, get_engine, init_read_model, migrate
+from models.projection import write_case
 from models.tables import AUDIT_GENESIS, AuditRow, CaseRow, StaffRow
 from models.tables_outbox import DocumentRow
 from settings import Settings

@@ -19,11 +19,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 import backup
-from activities.projection import write_case
 from api.audit import Entry, append, verify_chain
 from bench.dashboard import build_case
 from models.case import CaseState, Stage
 from models.db import get_engine, init_read_model
+from models.projection import write_case
 from models.tables import CaseRow
 from models.tables_outbox import DocumentRow
 from settings import Settings

@@ -22,12 +22,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from activities.projection import write_case
 from api.credentials import set_password
 from api.main import create_app
 from domain.workbench import available_commands
 from models.case import Actor, CaseState
 from models.db import get_engine, init_read_model, migrate
+from models.projection import write_case
 from models.tables import StaffRow
 from settings import Settings
 from tests import test_workbench as wb

@@ -21,13 +21,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.projection import write_case
 from api import codec as codec_api
 from domain.lifecycle import new_case
 from domain.policy import DK
 from models.case import Actor, CaseCreate, CaseState
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
+from models.projection import write_case
 from models.tables import StaffRow
 from settings import Settings
 from tests.apps import router_client

@@ -27,7 +27,6 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notifications import NotificationActivities
-from activities.projection import write_case
 from api import cases as cases_api
 from api import consents as consents_api
 from api import documents as documents_api
@@ -72,6 +71,7 @@ from models.case import (
 from models.commands import CommandInput
 from models.db import get_engine
 from models.messaging import NotificationRequest, staff_recipient
+from models.projection import write_case
 from models.tables import CaseRow, StaffRow
 from models.tables_outbox import NotificationRow
 from settings import Settings

@@ -24,13 +24,13 @@ from activities.document_context import (
     monthly_report_context,
 )
 from activities.documents import DocumentActivities, content_hash
-from activities.projection import write_case
 from api import documents as documents_api
 from domain.lifecycle import execute, new_case
 from models.case import CaseState
 from models.commands import CommandInput
 from models.db import get_engine
 from models.messaging import DocumentKind, DocumentRequest
+from models.projection import write_case
 from models.tables import StaffRow
 from models.tables_outbox import DocumentRow
 from tests.apps import router_client

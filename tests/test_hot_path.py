@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from sqlalchemy import event, select
 from sqlmodel import Session
 
-from activities.projection import open_case_ids_for_person, write_case
 from api.scope import load_facts
 from domain import shared_policy
 from domain.lifecycle import execute, new_case
@@ -18,6 +17,7 @@ from models.case import CaseState
 from models.commands import CommandInput
 from models.db import get_engine
 from models.policy import Policy
+from models.projection import open_case_ids_for_person, write_case
 from models.tables import CasePersonRow, CaseRow
 from settings import Settings
 from tests.factories import case_create, ctx, manager

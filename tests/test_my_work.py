@@ -2,7 +2,7 @@
 than the access policy lets them read.
 
 The cases are real case states (`domain.lifecycle`, the workflow's own rules) projected into a
-real SQLite read model as the projection activity does (`activities.projection.write_case`);
+real SQLite read model as the projection activity does (`models.projection.write_case`);
 the page is the real router behind the real auth middleware (trusted header). Every case is
 dated relative to the clock, since the page reads the clock.
 """
@@ -21,13 +21,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import Session, select
 
-from activities.projection import write_case
 from api import watch
 from api.pages import mywork
 from domain.lifecycle import execute, new_case
 from models.case import Actor, CaseState
 from models.commands import CommandInput
 from models.db import get_engine
+from models.projection import write_case
 from models.tables import CaseRow, StaffRow
 from models.tables_reporting import StuckCaseRow, StuckNudgeRow
 from settings import Settings

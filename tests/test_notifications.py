@@ -27,7 +27,6 @@ from activities.notifications import (
     choose_channel,
     quiet_until,
 )
-from activities.projection import write_case
 from activities.rendering import render_message
 from api import notifications as notifications_api
 from domain.lifecycle import new_case
@@ -46,6 +45,7 @@ from models.messaging import (
     notification_key,
     staff_recipient,
 )
+from models.projection import write_case
 from models.tables import StaffRow
 from models.tables_outbox import NotificationRow
 from tests.apps import router_client

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
-from activities.projection import open_case_ids_for_person, write_case
 from activities.report import notify_in_app
 from api import dashboard
 from domain.lifecycle import execute, new_case
@@ -25,6 +24,7 @@ from models import sealed
 from models.case import CaseCreate, CaseState
 from models.commands import CommandInput
 from models.db import get_engine
+from models.projection import open_case_ids_for_person, write_case
 from models.tables import CaseRow
 from models.tables_outbox import DocumentRow, NotificationRow
 from settings import Settings

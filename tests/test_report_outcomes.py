@@ -17,7 +17,6 @@ from sqlmodel import Session
 from temporalio.worker import Worker
 
 from activities.notifications import NotificationActivities, NotificationSettings
-from activities.projection import write_case
 from activities.report import ReportActivities, compute_report, cooperates, render_report_html
 from api import pages
 from api import reports as reports_api
@@ -30,6 +29,7 @@ from models.case import Actor, CloseReason, Closure, Stage, TeamMember
 from models.commands import CommandInput
 from models.db import get_engine
 from models.outcomes import DEFAULT_INSTRUMENTS, OutcomeIn, OutcomeMeasurement
+from models.projection import write_case
 from models.tables import StaffRow
 from settings import Settings
 from tests.apps import router_client

@@ -13,7 +13,6 @@ from sqlmodel import Session, select
 from temporalio.worker import Worker
 
 from activities.funding import funding_lines
-from activities.projection import write_case
 from activities.report import ReportActivities, build_report, compute_report, render_report_html
 from api import dashboard, metrics, pages, watch
 from bench.dashboard import build_case, seed_staff
@@ -22,6 +21,7 @@ from domain.policy import DK
 from models.case import Actor, Stage
 from models.commands import CommandInput
 from models.db import get_engine
+from models.projection import write_case
 from models.tables import StaffRow
 from models.tables_reporting import MonthlyReportRow, StuckKindCountRow
 from settings import Settings

@@ -17,7 +17,6 @@ from sqlmodel import Session, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.projection import write_case
 from api.credentials import set_password
 from api.main import create_app
 from domain import retries
@@ -25,6 +24,7 @@ from domain.lifecycle import execute, new_case
 from models.case import Actor
 from models.commands import CommandInput
 from models.db import get_engine, init_read_model, migrate
+from models.projection import write_case
 from models.tables import StaffRow
 from models.tables_outbox import NotificationRow
 from models.tables_reporting import StuckNudgeRow

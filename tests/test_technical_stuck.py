@@ -23,13 +23,13 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.projection import write_case
 from activities.report import ReportActivities
 from api import dashboard, watch
 from bench.dashboard import build_case
 from launcher import EmbeddedTemporal, free_port
 from models.case import Stage
 from models.db import get_engine, migrate
+from models.projection import write_case
 from models.tables_reporting import MonthlyReportRow
 from settings import Settings
 from workflows.report import MonthlyReportWorkflow, ensure_report_schedule, month_before

@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from activities.projection import open_case_ids_for_person
 from api import cases
 from api.pages import i18n
 from api.pages.common import (
@@ -38,6 +37,7 @@ from models.case import (
     ReferralKind,
     Source,
 )
+from models.projection import open_case_ids_for_person
 from models.tables import CaseRow, StaffRow
 
 router = APIRouter(include_in_schema=False)
