@@ -31,6 +31,7 @@ from api.policy import latest_policy, policy_version
 from api.readmodel import case_summary, least_loaded, list_cases, open_caseloads
 from api.scope import load_facts
 from api.views import case_view
+from domain import shared_policy
 from domain.access import (
     CaseFacts,
     case_scope,
@@ -173,7 +174,8 @@ async def register_referral(
     # This case's persons are claimed (committed) before others are looked for, so two
     # registrations at the same time cannot both miss each other (api/duplicates.py).
     duplicates = await asyncio.to_thread(claim_persons, cmd.engine, case_id, body, key is not None)
-    policy = latest_policy(cmd.session, cmd.settings.country)
+    # The process's one object of this content: the commands' answers name it by its digest.
+    policy = shared_policy.shared(latest_policy(cmd.session, cmd.settings.country))
     now = utcnow()
     inp = CaseWorkflowInput(case_id=case_id, policy=policy, actor=actor, create=body,
                             possible_duplicates=duplicates, created_at=now, rules=CASE_RULES)

@@ -35,8 +35,10 @@ from api.errors import (
     rpc_failed,
     update_failed,
 )
-from models.case import CaseState, Stage
+from domain import shared_policy
+from models.case import CaseAnswer, CaseState, Stage
 from models.commands import CommandInput
+from models.policy import Policy
 from models.projection import write_case
 from models.tables import CaseRow
 from settings import get_settings
@@ -111,11 +113,12 @@ async def _update(handle: WorkflowHandle, engine: Engine, case_id: str, name: st
             # wait_for runs the Update in a task of its own and cancels that task at the
             # deadline (the SDK retries UpdateWorkflowExecution on its own, so an RPC timeout
             # alone bounds one try, not the command). The Update stays with the server.
-            return await asyncio.wait_for(
-                handle.execute_update(name, inp, id=update_id, result_type=CaseState,
+            answer = await asyncio.wait_for(
+                handle.execute_update(name, inp, id=update_id, result_type=CaseAnswer,
                                       rpc_timeout=timedelta(seconds=remaining)),
                 remaining,
             )
+            return await _with_policy(handle, answer, deadline - loop.time())
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             log.warning("command %s on a case got no answer within %g s", name, timeout,
                         extra={"event": "command_timeout", "command": name})
@@ -131,6 +134,30 @@ async def _update(handle: WorkflowHandle, engine: Engine, case_id: str, name: st
             raise rpc_failed(error, stored is not None and stored.stage is Stage.closed) from None
     raise HTTPException(503, "The case is busy: the command was refused and has not been applied. "
                         "Try again shortly; a retry is safe.", headers=RETRY_AFTER)
+
+
+async def _with_policy(handle: WorkflowHandle, answer: CaseAnswer, remaining: float) -> CaseState:
+    """The whole case of a command's answer (models.case.CaseAnswer): its policy by digest from
+    this process's policies, or, the first time this process meets the digest, from the case
+    itself (a Query; the command is applied by then, so a failure here says so)."""
+    if answer.policy is not None:  # a worker from before answers with the whole case
+        return answer.case(answer.policy)
+    policy = shared_policy.by_digest(answer.policy_digest)
+    if policy is None:
+        try:
+            fetched = await asyncio.wait_for(
+                handle.query(FamilyCaseWorkflow.policy, result_type=Policy,
+                             rpc_timeout=timedelta(seconds=max(remaining, 1.0))),
+                max(remaining, 1.0))
+        except (TimeoutError, RPCError, WorkflowQueryFailedError):
+            log.warning("a command's answer named a policy the case did not give in time",
+                        extra={"event": "answer_policy_unknown"})
+            raise HTTPException(503, "The command was applied, but its answer could not be "
+                                "completed in time: reload the case. Sending it again with the "
+                                "same Idempotency-Key is safe.", headers=RETRY_AFTER) from None
+        policy = shared_policy.shared(fetched)
+        # A command moved the case to another policy in between: the one it holds now.
+    return answer.case(policy)
 
 
 async def start_case(client: Client, run, inp, *, timeout: float | None = None, keyed: bool,

@@ -48,7 +48,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from bench.baseline import CounterWorkflow
-from models.case import Actor, CaseState
+from models.case import Actor, CaseAnswer, CaseState
 from models.commands import CommandInput
 from tests.e2e_stack import ADMIN_PASSWORD, Stack
 from tests.factories import case_create_body
@@ -554,9 +554,9 @@ async def breakdown(stack: Stack, api: Api, who: str, out: dict[str, list[float]
         # between would be answered as a retry (domain/retries.py), not applied.
         direct = {**contact, "notes": f"direct call {k}"}
         await timed("execute_update record_contact (direct)", lambda c=direct: handle.execute_update(
-            "record_contact", CommandInput(actor=actor, body=c), result_type=CaseState))
+            "record_contact", CommandInput(actor=actor, body=c), result_type=CaseAnswer))
         await timed("execute_update snapshot (no-op, direct)", lambda: handle.execute_update(
-            "snapshot", result_type=CaseState))
+            "snapshot", result_type=CaseAnswer))
         await timed("GET /cases/{id} (HTTP)", lambda: api.call("GET", f"/cases/{cid}", who))
         await timed("query case (direct)", lambda: handle.query("case", result_type=CaseState))
 

@@ -801,3 +801,21 @@ class CaseState(BaseModel):
     def team_ids(self) -> list[str]:
         ids = [self.coordinator_id] if self.coordinator_id else []
         return ids + [m.staff_id for m in self.team if m.staff_id not in ids]
+
+
+class CaseAnswer(CaseState):
+    """A case as a command's Update answers it: its policy by digest (domain.shared_policy),
+    not its ~9.5 KB of content, equal in every case (issue 13: the answer is serialised,
+    encrypted, stored in the history and decoded on every command). Only at that boundary:
+    the API turns it into a CaseState at once (`case()`, api/gateway.py), so nothing writes
+    one where a whole case belongs. An answer that carries its policy (a worker from before)
+    is read as well."""
+
+    policy: Policy | None = Field(None, exclude=True)  # type: ignore[assignment]
+    policy_digest: str = ""
+
+    def case(self, policy: Policy) -> CaseState:
+        fields = {k: v for k, v in self.__dict__.items() if k != "policy_digest"}
+        fields["policy"] = policy
+        return CaseState.model_construct((self.model_fields_set - {"policy_digest"}) | {"policy"},
+                                         **fields)

@@ -11,9 +11,10 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from domain import shared_policy
 from domain.lifecycle import Ctx
 from domain.policy import DK, Policy
-from models.case import Actor, CaseCreate
+from models.case import Actor, CaseAnswer, CaseCreate, CaseState
 
 # A fixed, tz-aware instant (the DESIGN example's received_at) so tests never read the clock.
 RECEIVED_AT = "2026-11-20T09:00:00Z"
@@ -41,6 +42,15 @@ _CASE_CREATE: dict[str, Any] = {
     "consent": {"coordinated_handling": True},
     "contact_preference": "normal",
 }
+
+
+def whole(answer: CaseAnswer) -> CaseState:
+    """A command's answer as the whole case, its policy from this process's policies (the
+    tests' workers run in the test process, so they have met it; api/gateway.py asks the case
+    otherwise)."""
+    policy = answer.policy or shared_policy.by_digest(answer.policy_digest)
+    assert policy is not None, "the answer names a policy this process has not met"
+    return answer.case(policy)
 
 
 def case_create_body(**referral: Any) -> dict[str, Any]:

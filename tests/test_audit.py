@@ -28,7 +28,7 @@ import api.main
 from api import audit
 from api.audit import AuditMiddleware, Entry, append, describe, verify_chain
 from bench.dashboard import build_case
-from models.case import Actor, CaseState, Stage
+from models.case import Actor, CaseAnswer, Stage
 from models.db import alembic_config, get_engine, init_read_model, migrate
 from models.projection import write_case
 from models.tables import AUDIT_GENESIS, AuditRow, CaseRow, StaffRow
@@ -53,9 +53,9 @@ class _Handle:
     async def query(self, *args, **kwargs):
         raise RPCError("not here", RPCStatusCode.NOT_FOUND, b"")
 
-    async def execute_update(self, *args, **kwargs) -> CaseState:
-        with Session(self.engine) as session:
-            return CaseState.model_validate(session.get(CaseRow, self.case_id).document)
+    async def execute_update(self, *args, **kwargs) -> CaseAnswer:
+        with Session(self.engine) as session:  # answered as a worker from before would
+            return CaseAnswer.model_validate(session.get(CaseRow, self.case_id).document)
 
 
 class FakeTemporal:

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from api import codec as codec_api
 from domain.lifecycle import new_case
 from domain.policy import DK
-from models.case import Actor, CaseCreate, CaseState
+from models.case import Actor, CaseAnswer, CaseCreate
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.projection import write_case
@@ -221,7 +221,7 @@ async def test_history_is_encrypted_at_rest(ts_env: WorkflowEnvironment, setting
         state = await handle.execute_update(
             "assign_coordinator",
             CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}),
-            result_type=CaseState,
+            result_type=CaseAnswer,
         )
         assert state.family.name == "Family Jensen"  # the codec client reads it back
         assert (await handle.query(FamilyCaseWorkflow.case)).coordinator_id == "anna"

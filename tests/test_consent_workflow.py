@@ -23,7 +23,7 @@ from api import cases as cases_api
 from api import consents as consents_api
 from domain.access import NOT_CONSENTED
 from domain.policy import DK
-from models.case import Actor, CaseCreate, CaseState, ConsentStatus, DeadlineKind, DeadlineStatus
+from models.case import Actor, CaseAnswer, CaseCreate, CaseState, ConsentStatus, DeadlineKind, DeadlineStatus
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.tables import CaseRow
@@ -31,7 +31,7 @@ from models.tables_outbox import NotificationRow
 from settings import Settings
 from tests.apps import engine_client
 from tests.conftest import running_worker, save_history
-from tests.factories import case_create_body
+from tests.factories import case_create_body, whole
 from workflows.case import FamilyCaseWorkflow
 
 CPH = ZoneInfo("Europe/Copenhagen")
@@ -48,8 +48,8 @@ MINUTE = timedelta(minutes=1)
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None,
               **extra: Any) -> CaseState:
-    return await handle.execute_update(name, CommandInput(actor=actor, body=body, **extra),
-                                       result_type=CaseState)
+    return whole(await handle.execute_update(name, CommandInput(actor=actor, body=body, **extra),
+                                             result_type=CaseAnswer))
 
 
 async def query(handle: WorkflowHandle) -> CaseState:

@@ -36,7 +36,7 @@ from api.gateway import live_state, send
 from domain import command_seal
 from domain.command_seal import Keyring, Target
 from domain.policy import DK
-from models.case import Actor, CaseCreate, CaseState, EscalationItem
+from models.case import Actor, CaseAnswer, CaseCreate, EscalationItem
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.tables import CaseRow
@@ -210,7 +210,7 @@ async def test_forged_updates_are_refused_and_leave_the_case_unchanged(
         # The one genuine command among them is applied, under the update id it was sealed for
         # (sent as it is: the client seals only what has no seal yet).
         state = await client.get_workflow_handle(handle.id).execute_update(
-            "close", genuine_here, id=uid, result_type=CaseState)
+            "close", genuine_here, id=uid, result_type=CaseAnswer)
         assert state.stage.value == "closed" and state.version == before.version + 1
 
 
@@ -227,13 +227,13 @@ async def test_an_encrypted_but_unsealed_update_is_refused(
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await encrypted.get_workflow_handle(handle.id).execute_update(
                 "assign_coordinator", CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}),
-                result_type=CaseState)
+                result_type=CaseAnswer)
         assert_forbidden(refused.value)
         assert await handle.query(FamilyCaseWorkflow.case) == before
         # The same command through a OneFamily client is applied.
         state = await client.get_workflow_handle(handle.id).execute_update(
             "assign_coordinator", CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}),
-            result_type=CaseState)
+            result_type=CaseAnswer)
         assert state.coordinator_id == "anna" and state.version == before.version + 1
 
 
@@ -344,9 +344,9 @@ async def test_sealed_histories_replay_with_the_keys_and_without_any(
         handle = await start_case(ts_env.client, settings, started)
         await handle.execute_update("assign_coordinator",
                                     CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}),
-                                    result_type=CaseState)
+                                    result_type=CaseAnswer)
         await handle.execute_update("pause", CommandInput(actor=ADMIN, body={"reason": "family abroad"}),
-                                    result_type=CaseState)
+                                    result_type=CaseAnswer)
         forged_id = f"case-{uuid.uuid4()}"
         forged = await forger(ts_env).start_workflow(
             "FamilyCaseWorkflow", {"case_id": forged_id[5:], "policy": DK.model_dump(mode="json"),

@@ -25,12 +25,12 @@ from api import cases as cases_api
 from api import pages
 from api.pages.outcomes import measurements_of
 from domain.policy import DK
-from models.case import Actor, CaseCreate, CaseState, Stage
+from models.case import Actor, CaseAnswer, CaseCreate, CaseState, Stage
 from models.commands import CaseWorkflowInput, CommandInput
 from settings import Settings
 from tests.apps import engine_client
 from tests.conftest import running_worker
-from tests.factories import case_create_body
+from tests.factories import case_create_body, whole
 from workflows.case import FamilyCaseWorkflow
 
 ADMIN = Actor(id="admin", roles=["admin"])
@@ -112,8 +112,8 @@ def app_for(settings: Settings, env: WorkflowEnvironment) -> httpx.AsyncClient:
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None
               ) -> CaseState:
-    return await handle.execute_update(name, CommandInput(actor=actor, body=body),
-                                       result_type=CaseState)
+    return whole(await handle.execute_update(name, CommandInput(actor=actor, body=body),
+                                             result_type=CaseAnswer))
 
 
 async def test_recorded_on_the_page_shown_in_the_page_s_and_the_document_s_language(

@@ -21,13 +21,13 @@ from api import cases as cases_api
 from domain import outcomes as oc
 from domain.lifecycle import Refusal, execute, new_case, working_copy
 from domain.policy import DK, SE
-from models.case import Actor, CaseCreate, CaseState, Stage
+from models.case import Actor, CaseAnswer, CaseCreate, CaseState, Stage
 from models.commands import CaseWorkflowInput, CommandInput
 from models.outcomes import SDQ, OutcomeIn
 from settings import Settings
 from tests.apps import engine_client
 from tests.conftest import running_worker, save_history
-from tests.factories import NOW, case_create, case_create_body, coordinator, ctx
+from tests.factories import NOW, case_create, case_create_body, coordinator, ctx, whole
 from workflows.case import FamilyCaseWorkflow
 
 INSTRUMENTS = DK.outcome_instruments
@@ -262,8 +262,8 @@ def http_app(settings: Settings, env: WorkflowEnvironment) -> httpx.AsyncClient:
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None
               ) -> CaseState:
-    return await handle.execute_update(name, CommandInput(actor=actor, body=body),
-                                       result_type=CaseState)
+    return whole(await handle.execute_update(name, CommandInput(actor=actor, body=body),
+                                             result_type=CaseAnswer))
 
 
 async def test_tyreso_through_the_workflow_and_the_api(

@@ -21,7 +21,7 @@ from api.credentials import set_password
 from api.main import create_app
 from domain import retries
 from domain.lifecycle import execute, new_case
-from models.case import Actor
+from models.case import Actor, CaseAnswer
 from models.commands import CommandInput
 from models.db import get_engine, init_read_model, migrate
 from models.projection import write_case
@@ -103,7 +103,7 @@ async def test_retries_get_the_first_answer_and_a_repeated_draft_no_new_version(
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update(
                 "vote", CommandInput(actor=ANNA, body={"staff_id": "anna", "vote": "agree"}),
-                id="anna:another-form", result_type=type(voted))
+                id="anna:another-form", result_type=CaseAnswer)
         assert refused.value.cause.type == "conflict"
 
         # Not a retry once another command came in between: checked as a new command.
@@ -117,11 +117,11 @@ async def test_retries_get_the_first_answer_and_a_repeated_draft_no_new_version(
         # after other commands: the first try's case, not today's.
         keyed = await handle.execute_update(
             "record_contact", CommandInput(actor=ANNA, body={"kind": "home_visit", "at": at}),
-            id="anna:visit-1", result_type=type(voted))
+            id="anna:visit-1", result_type=CaseAnswer)
         await cmd(handle, "vote", OLE, {"staff_id": "ole", "vote": "agree"})
         replayed = await handle.execute_update(
             "record_contact", CommandInput(actor=ANNA, body={"kind": "home_visit", "at": at}),
-            id="anna:visit-1", result_type=type(voted))
+            id="anna:visit-1", result_type=CaseAnswer)
         assert replayed.version == keyed.version
         now_state = await handle.query(FamilyCaseWorkflow.case)
         assert now_state.version > keyed.version

@@ -566,7 +566,7 @@ async def test_the_documents_worker_down_holds_up_only_the_pdfs(topology: Topolo
 
 
 async def test_postgresql_down_answers_503_and_loses_no_accepted_command(topology: Topology) -> None:
-    from models.case import Actor, CaseState
+    from models.case import Actor, CaseAnswer
     from models.commands import CommandInput
     from workflows.client import connect
 
@@ -609,7 +609,7 @@ async def test_postgresql_down_answers_503_and_loses_no_accepted_command(topolog
             state = await handle.execute_update("record_contact", CommandInput(
                 actor=Actor(id="kim", roles=["coordinator"], unit="children_disability"),
                 body={"kind": "phone", "at": now_iso(), "notes": "Karen called about the bus"}),
-                result_type=CaseState)
+                result_type=CaseAnswer)
             accepted = state.version
             assert accepted > before
             # Its projection (after the case's quiet spell, PROJECTION_QUIET) fails and is

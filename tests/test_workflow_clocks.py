@@ -29,13 +29,22 @@ from domain.calendar import add_days, add_months
 from domain.lifecycle import Ctx, new_case
 from domain.policy import DK
 from models import search
-from models.case import Actor, CaseCreate, CaseState, Deadline, DeadlineKind, DeadlineStatus, Stage
+from models.case import (
+    Actor,
+    CaseAnswer,
+    CaseCreate,
+    CaseState,
+    Deadline,
+    DeadlineKind,
+    DeadlineStatus,
+    Stage,
+)
 from models.commands import CaseWorkflowInput, CommandInput
 from models.db import migrate
 from models.policy import Policy
 from settings import Settings
 from tests.conftest import running_worker
-from tests.factories import case_create_body
+from tests.factories import case_create_body, whole
 from workflows.case import FamilyCaseWorkflow
 
 ADMIN = Actor(id="admin", roles=["admin"])
@@ -89,8 +98,8 @@ async def start(env: WorkflowEnvironment, settings: Settings, started: list[Work
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None,
               **extra: Any) -> CaseState:
-    return await handle.execute_update(name, CommandInput(actor=actor, body=body, **extra),
-                                       result_type=CaseState)
+    return whole(await handle.execute_update(name, CommandInput(actor=actor, body=body, **extra),
+                                             result_type=CaseAnswer))
 
 
 async def case(handle: WorkflowHandle) -> CaseState:

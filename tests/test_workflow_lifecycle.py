@@ -12,12 +12,12 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from domain.policy import DK
-from models.case import Actor, CaseCreate, CaseState, DeadlineStatus, Stage
+from models.case import Actor, CaseAnswer, CaseCreate, CaseState, DeadlineStatus, Stage
 from models.commands import CASE_RULES, CaseWorkflowInput, CommandInput
 from models.db import get_engine
 from models.tables import CaseRow, CommitteeItemRow
 from tests.conftest import running_worker, save_history
-from tests.factories import case_create_body
+from tests.factories import case_create_body, whole
 from workflows.case import FamilyCaseWorkflow
 
 ADMIN = Actor(id="admin", roles=["admin"])
@@ -29,9 +29,9 @@ BOARD = Actor(id="board", roles=["committee"])
 
 async def cmd(handle: WorkflowHandle, name: str, actor: Actor, body: dict | None = None,
               **extra) -> CaseState:
-    return await handle.execute_update(
-        name, CommandInput(actor=actor, body=body, **extra), result_type=CaseState
-    )
+    return whole(await handle.execute_update(
+        name, CommandInput(actor=actor, body=body, **extra), result_type=CaseAnswer
+    ))
 
 
 async def start_case(env: WorkflowEnvironment, settings, received_at: str, **inp) -> WorkflowHandle:

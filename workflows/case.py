@@ -30,9 +30,10 @@ with workflow.unsafe.imports_passed_through():
         new_case,
         working_copy,
     )
+    from domain.shared_policy import digest as policy_digest
     from domain.shared_policy import shared as shared_policy
     from models import search
-    from models.case import Actor, CaseState, DeadlineStatus, EscalationItem, Stage
+    from models.case import Actor, CaseAnswer, CaseState, DeadlineStatus, EscalationItem, Stage
     from models.commands import CaseWorkflowInput, CommandInput
     from models.compact import Frozen, freeze, share_fields_sets, thaw
     from models.messaging import NotificationRequest, NotificationResult, Recipient
@@ -582,14 +583,22 @@ class FamilyCaseWorkflow:
             raise _forged()
         return self.state
 
-    @workflow.update
-    def snapshot(self) -> CaseState:
-        """No-op update used with update-with-start, so creating a case answers with it."""
-        self._note_command()
-        return self.state
+    @workflow.query
+    def policy(self) -> Policy:
+        """The case's policy, for a process that meets its digest in an answer for the first
+        time (api/gateway.py)."""
+        if self._refused:
+            raise _forged()
+        return self.state.policy
 
     @workflow.update
-    def note_duplicates(self, inp: CommandInput) -> CaseState:
+    def snapshot(self) -> CaseAnswer:
+        """No-op update used with update-with-start, so creating a case answers with it."""
+        self._note_command()
+        return self._answer()
+
+    @workflow.update
+    def note_duplicates(self, inp: CommandInput) -> CaseAnswer:
         """A registration of the same person, made at the same time, names this case too
         (api/duplicates.py): the possible-duplicate flag gets its id. Not a user's command
         (no history entry, no retry rule); new, so no history before it holds one."""
@@ -597,7 +606,7 @@ class FamilyCaseWorkflow:
         ids = list((inp.body or {}).get("case_ids") or [])
         if retries.note_possible_duplicates(self.state, ids):
             self.state.version += 1
-        return self.state
+        return self._answer()
 
     @note_duplicates.validator
     def _v_note_duplicates(self, inp: CommandInput) -> None:
@@ -632,8 +641,19 @@ class FamilyCaseWorkflow:
             ) from None
         self._validated[update_id] = (self.state.version, candidate)
 
-    def _apply(self, name: str, inp: CommandInput) -> CaseState:
+    def _apply(self, name: str, inp: CommandInput) -> CaseAnswer:
         self._note_command()
+        self._change(name, inp)
+        return self._answer()
+
+    def _answer(self) -> CaseAnswer:
+        """The case as a command's answer: the policy by its digest (models.case.CaseAnswer).
+        The answer is not replayed, so its form needs no patch."""
+        state = self.state
+        return CaseAnswer.model_construct(**{**state.__dict__, "policy": None},
+                                          policy_digest=policy_digest(state.policy))
+
+    def _change(self, name: str, inp: CommandInput) -> None:
         info = workflow.current_update_info()
         cached = self._validated.pop(info.id, None) if info else None
         fingerprint = retries.fingerprint(name, inp)
@@ -642,7 +662,7 @@ class FamilyCaseWorkflow:
         # before the patch replay as they ran.
         if (fingerprint == self._last_command and retries.keyless(info.id if info else None)
                 and self._patched(RETRY_ANSWERS)):
-            return self.state
+            return
         if cached is not None and cached[0] == self.state.version:
             candidate = cached[1]
         else:
@@ -654,15 +674,14 @@ class FamilyCaseWorkflow:
         self._last_command = fingerprint
         if (name == "put_plan" and retries.same_as_pending_draft(self.state, inp.body)
                 and self._patched(RETRY_ANSWERS)):
-            return self.state  # checked like any draft (who, stage), but no new version
+            return  # checked like any draft (who, stage), but no new version
         self.state = candidate
         self._compact()
         if self.inp.rules >= LEAN_LOOP:
             self._start_effects()  # the command's messages leave now, whatever the loop does
-        return self.state
 
     @workflow.update
-    def assign_coordinator(self, inp: CommandInput) -> CaseState:
+    def assign_coordinator(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("assign_coordinator", inp)
 
     @assign_coordinator.validator
@@ -670,7 +689,7 @@ class FamilyCaseWorkflow:
         self._validate("assign_coordinator", inp)
 
     @workflow.update
-    def form_team(self, inp: CommandInput) -> CaseState:
+    def form_team(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("form_team", inp)
 
     @form_team.validator
@@ -678,7 +697,7 @@ class FamilyCaseWorkflow:
         self._validate("form_team", inp)
 
     @workflow.update
-    def record_contact(self, inp: CommandInput) -> CaseState:
+    def record_contact(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("record_contact", inp)
 
     @record_contact.validator
@@ -686,7 +705,7 @@ class FamilyCaseWorkflow:
         self._validate("record_contact", inp)
 
     @workflow.update
-    def triage(self, inp: CommandInput) -> CaseState:
+    def triage(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("triage", inp)
 
     @triage.validator
@@ -694,7 +713,7 @@ class FamilyCaseWorkflow:
         self._validate("triage", inp)
 
     @workflow.update
-    def schedule_assessment_meeting(self, inp: CommandInput) -> CaseState:
+    def schedule_assessment_meeting(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("schedule_assessment_meeting", inp)
 
     @schedule_assessment_meeting.validator
@@ -702,7 +721,7 @@ class FamilyCaseWorkflow:
         self._validate("schedule_assessment_meeting", inp)
 
     @workflow.update
-    def put_assessment(self, inp: CommandInput) -> CaseState:
+    def put_assessment(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("put_assessment", inp)
 
     @put_assessment.validator
@@ -710,7 +729,7 @@ class FamilyCaseWorkflow:
         self._validate("put_assessment", inp)
 
     @workflow.update
-    def complete_assessment(self, inp: CommandInput) -> CaseState:
+    def complete_assessment(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("complete_assessment", inp)
 
     @complete_assessment.validator
@@ -718,7 +737,7 @@ class FamilyCaseWorkflow:
         self._validate("complete_assessment", inp)
 
     @workflow.update
-    def put_plan(self, inp: CommandInput) -> CaseState:
+    def put_plan(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("put_plan", inp)
 
     @put_plan.validator
@@ -726,7 +745,7 @@ class FamilyCaseWorkflow:
         self._validate("put_plan", inp)
 
     @workflow.update
-    def vote(self, inp: CommandInput) -> CaseState:
+    def vote(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("vote", inp)
 
     @vote.validator
@@ -734,7 +753,7 @@ class FamilyCaseWorkflow:
         self._validate("vote", inp)
 
     @workflow.update
-    def family_response(self, inp: CommandInput) -> CaseState:
+    def family_response(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("family_response", inp)
 
     @family_response.validator
@@ -742,7 +761,7 @@ class FamilyCaseWorkflow:
         self._validate("family_response", inp)
 
     @workflow.update
-    def committee_decision(self, inp: CommandInput) -> CaseState:
+    def committee_decision(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("committee_decision", inp)
 
     @committee_decision.validator
@@ -750,7 +769,7 @@ class FamilyCaseWorkflow:
         self._validate("committee_decision", inp)
 
     @workflow.update
-    def status_meeting(self, inp: CommandInput) -> CaseState:
+    def status_meeting(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("status_meeting", inp)
 
     @status_meeting.validator
@@ -758,7 +777,7 @@ class FamilyCaseWorkflow:
         self._validate("status_meeting", inp)
 
     @workflow.update
-    def close(self, inp: CommandInput) -> CaseState:
+    def close(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("close", inp)
 
     @close.validator
@@ -766,7 +785,7 @@ class FamilyCaseWorkflow:
         self._validate("close", inp)
 
     @workflow.update
-    def pause(self, inp: CommandInput) -> CaseState:
+    def pause(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("pause", inp)
 
     @pause.validator
@@ -774,7 +793,7 @@ class FamilyCaseWorkflow:
         self._validate("pause", inp)
 
     @workflow.update
-    def resume(self, inp: CommandInput) -> CaseState:
+    def resume(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("resume", inp)
 
     @resume.validator
@@ -782,7 +801,7 @@ class FamilyCaseWorkflow:
         self._validate("resume", inp)
 
     @workflow.update
-    def provisional_assessment(self, inp: CommandInput) -> CaseState:
+    def provisional_assessment(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("provisional_assessment", inp)
 
     @provisional_assessment.validator
@@ -790,7 +809,7 @@ class FamilyCaseWorkflow:
         self._validate("provisional_assessment", inp)
 
     @workflow.update
-    def extend_assessment(self, inp: CommandInput) -> CaseState:
+    def extend_assessment(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("extend_assessment", inp)
 
     @extend_assessment.validator
@@ -798,7 +817,7 @@ class FamilyCaseWorkflow:
         self._validate("extend_assessment", inp)
 
     @workflow.update
-    def schedule_status_meeting(self, inp: CommandInput) -> CaseState:
+    def schedule_status_meeting(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("schedule_status_meeting", inp)
 
     @schedule_status_meeting.validator
@@ -806,7 +825,7 @@ class FamilyCaseWorkflow:
         self._validate("schedule_status_meeting", inp)
 
     @workflow.update
-    def give_consent(self, inp: CommandInput) -> CaseState:
+    def give_consent(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("give_consent", inp)
 
     @give_consent.validator
@@ -814,7 +833,7 @@ class FamilyCaseWorkflow:
         self._validate("give_consent", inp)
 
     @workflow.update
-    def change_consent(self, inp: CommandInput) -> CaseState:
+    def change_consent(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("change_consent", inp)
 
     @change_consent.validator
@@ -822,7 +841,7 @@ class FamilyCaseWorkflow:
         self._validate("change_consent", inp)
 
     @workflow.update
-    def revoke_consent(self, inp: CommandInput) -> CaseState:
+    def revoke_consent(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("revoke_consent", inp)
 
     @revoke_consent.validator
@@ -830,7 +849,7 @@ class FamilyCaseWorkflow:
         self._validate("revoke_consent", inp)
 
     @workflow.update
-    def set_contact_preference(self, inp: CommandInput) -> CaseState:
+    def set_contact_preference(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("set_contact_preference", inp)
 
     @set_contact_preference.validator
@@ -838,7 +857,7 @@ class FamilyCaseWorkflow:
         self._validate("set_contact_preference", inp)
 
     @workflow.update
-    def family_focus_points(self, inp: CommandInput) -> CaseState:
+    def family_focus_points(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("family_focus_points", inp)
 
     @family_focus_points.validator
@@ -846,7 +865,7 @@ class FamilyCaseWorkflow:
         self._validate("family_focus_points", inp)
 
     @workflow.update
-    def confirm_focus_points(self, inp: CommandInput) -> CaseState:
+    def confirm_focus_points(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("confirm_focus_points", inp)
 
     @confirm_focus_points.validator
@@ -854,7 +873,7 @@ class FamilyCaseWorkflow:
         self._validate("confirm_focus_points", inp)
 
     @workflow.update
-    def request_pause(self, inp: CommandInput) -> CaseState:
+    def request_pause(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("request_pause", inp)
 
     @request_pause.validator
@@ -862,7 +881,7 @@ class FamilyCaseWorkflow:
         self._validate("request_pause", inp)
 
     @workflow.update
-    def record_outcomes(self, inp: CommandInput) -> CaseState:
+    def record_outcomes(self, inp: CommandInput) -> CaseAnswer:
         return self._apply("record_outcomes", inp)
 
     @record_outcomes.validator
