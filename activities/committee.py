@@ -14,6 +14,7 @@ from activities.documents import DocumentActivities
 from models.case import CaseState, EscalationItem
 from models.messaging import DocumentKind, DocumentRequest
 from models.policy import Policy
+from models.projection import case_from_document
 from models.tables import CaseRow, CommitteeItemRow, CommitteeMeetingRow
 from workflows.committee import (
     CommitteeMeeting,
@@ -64,7 +65,7 @@ class CommitteeActivities:
             for item in items:
                 case = session.get(CaseRow, item.case_id)
                 if case is not None:
-                    cases.append((CaseState.model_validate(case.document), item.id))
+                    cases.append((case_from_document(case.document), item.id))
         if cases:
             self._render_agenda(committee_id, meeting, at, cases)
 

@@ -54,6 +54,7 @@ from domain.access import CaseScope
 from domain.stuck import age_text, reason_family
 from models.case import CaseState, DeadlineStatus, Stage
 from models.outcomes import DEFAULT_INSTRUMENTS, Instrument, OutcomeMeasurement
+from models.projection import case_from_document
 from models.tables import CaseRow, StaffRow
 from models.tables_reporting import MonthlyReportRow
 
@@ -634,7 +635,7 @@ def load_states(session: Session, until: datetime | None = None,
 
         query = query.where(scope_clause(scope))
     for doc in session.execute(query).scalars():
-        yield CaseState.model_validate(doc)
+        yield case_from_document(doc)
 
 
 def build_report(engine: Engine, month: str, country: str, now: datetime | None = None,

@@ -60,6 +60,7 @@ from models.case import (
 )
 from models.commands import BODY_MODELS, CommandInput
 from models.messaging import Recipient, RecipientRole
+from models.projection import case_from_document
 from models.tables import AuditRow, CaseRow, StaffRow
 from models.tables_outbox import DocumentRow, NotificationRow
 
@@ -104,7 +105,7 @@ def _check(engine: Engine, actor: Actor) -> None:
 def _stored(engine: Engine, case_id: str) -> CaseState | None:
     with Session(engine) as session:
         row = session.get(CaseRow, case_id)
-        return CaseState.model_validate(row.document) if row is not None else None
+        return case_from_document(row.document) if row is not None else None
 
 
 async def family_state(request: Request, actor: Actor) -> CaseState:

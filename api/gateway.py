@@ -39,7 +39,7 @@ from domain import shared_policy
 from models.case import CaseAnswer, CaseState, Stage
 from models.commands import CommandInput
 from models.policy import Policy
-from models.projection import write_case
+from models.projection import case_from_document, write_case
 from models.tables import CaseRow
 from settings import get_settings
 from workflows.case import FamilyCaseWorkflow
@@ -65,7 +65,7 @@ def _queue(case_id: str) -> asyncio.Semaphore:
 def _stored(engine: Engine, case_id: str) -> CaseState | None:
     with Session(engine) as session:
         row = session.get(CaseRow, case_id)
-        return CaseState.model_validate(row.document) if row else None
+        return case_from_document(row.document) if row else None
 
 
 def command_timeout(timeout: float | None = None) -> float:

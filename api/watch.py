@@ -50,7 +50,8 @@ from api import backlog
 from domain import stuck
 from domain.policy import POLICIES
 from models import search
-from models.case import CaseState, Stage
+from models.case import Stage
+from models.projection import case_from_document
 from models.tables import CaseRow
 from models.tables_reporting import (
     CaseFundingRow,
@@ -148,7 +149,7 @@ def _index_documents(session: Session, rows: list, now: datetime) -> None:
     acked = _acked(session, ids)
     watch, funding, index, closed = [], [], [], []
     for case_id, version, updated_at, document in rows:
-        state = CaseState.model_validate(document)
+        state = case_from_document(document)
         for r in stuck.watch_points(state, policy, _case_policy(session, state.policy_key, policies)):
             watch.append({"case_id": case_id, "kind": r.kind, "fires_at": r.fires_at, "since": r.since,
                           "owner": r.owner, "detail": r.detail, "stage": state.stage.value,

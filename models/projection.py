@@ -4,17 +4,20 @@ Used by the API (every command's answer), the projection activity (the safety ne
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select, update
 
-from domain import consent
+from domain import consent, shared_policy
 from domain import deadlines as dl
 from domain.access import DEFAULT_UNIT
 from models import sealed
 from models.case import CaseState, Stage
+from models.policy import Policy
 from models.tables import CasePersonRow, CaseRow, CommitteeItemRow, StaffRow
 from models.tables_outbox import NotificationRow
 
@@ -85,6 +88,35 @@ def _split(text: str | None) -> frozenset[str]:
     return frozenset(t for t in (text or "").split(",") if t)
 
 
+# policy_key -> (a policy as a document stores it, that policy validated): a document's policy is
+# ~9.5 KB of its ~12 KB and the same in most cases, so it is validated once per content.
+_DOCUMENT_POLICIES: OrderedDict[str, tuple[dict, Policy]] = OrderedDict()
+_DOCUMENT_POLICIES_KEPT = 16
+_document_policies_lock = threading.Lock()
+
+
+def case_from_document(document: dict) -> CaseState:
+    """A read-model document as the case it holds (what `case_values` stored). The same as
+    `CaseState.model_validate(document)`, but the policy of an equal stored policy (a dict
+    comparison) is the object validated before (issue 13: the stuck index and the reports read
+    every changed or reported case's document)."""
+    raw, key = document.get("policy"), document.get("policy_key")
+    if isinstance(raw, dict) and isinstance(key, str):
+        with _document_policies_lock:
+            hit = _DOCUMENT_POLICIES.get(key)
+        if hit is not None and hit[0] == raw:
+            policy = hit[1]
+        else:
+            policy = shared_policy.shared(Policy.model_validate(raw))
+            with _document_policies_lock:
+                _DOCUMENT_POLICIES[key] = (raw, policy)
+                _DOCUMENT_POLICIES.move_to_end(key)
+                while len(_DOCUMENT_POLICIES) > _DOCUMENT_POLICIES_KEPT:
+                    _DOCUMENT_POLICIES.popitem(last=False)
+        document = {**document, "policy": policy}
+    return CaseState.model_validate(document)
+
+
 def uncovered_of_row(row: CaseRow, now: datetime) -> tuple[frozenset[str], frozenset[str]]:
     """Team members the family's consent does not cover (for the case, for its documents) as
     of `now`, from the read model: the projected columns while no consent has ended since;
@@ -95,7 +127,7 @@ def uncovered_of_row(row: CaseRow, now: datetime) -> tuple[frozenset[str], froze
         until = until.replace(tzinfo=UTC)  # SQLite hands back naive UTC
     if until is None or now < until or not row.document:
         return _split(row.uncovered_text), _split(row.uncovered_documents_text)
-    state = CaseState.model_validate(row.document)
+    state = case_from_document(row.document)
     return (consent.uncovered(state, consent.CASE, now),
             consent.uncovered(state, consent.DOCUMENTS, now))
 

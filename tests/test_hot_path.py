@@ -17,7 +17,7 @@ from models.case import CaseState
 from models.commands import CommandInput
 from models.db import get_engine
 from models.policy import Policy
-from models.projection import open_case_ids_for_person, write_case
+from models.projection import case_from_document, open_case_ids_for_person, write_case
 from models.tables import CasePersonRow, CaseRow
 from settings import Settings
 from tests.factories import case_create, ctx, manager
@@ -35,6 +35,24 @@ def test_equal_policies_share_one_object_and_others_do_not() -> None:
     assert shared_policy.shared(copy) is first
     other = first.model_copy(update={"version": first.version + 1000})
     assert shared_policy.shared(other) is other
+
+
+def test_a_document_reads_back_as_its_case_its_policy_validated_once_per_content() -> None:
+    import json
+
+    state = _case()
+    document = json.loads(state.model_dump_json())
+    first = case_from_document(json.loads(state.model_dump_json()))
+    again = case_from_document(document)
+    assert first == again == CaseState.model_validate(document)
+    assert again.policy is first.policy  # the same content: the policy validated before
+    # A running case's own copy under the same key, but another content (an older default):
+    # its own policy, not the one cached under the key.
+    changed = {**document, "policy": {**document["policy"], "caseload_cap": 99}}
+    assert changed["policy_key"] == document["policy_key"]
+    own = case_from_document(changed)
+    assert own.policy.caseload_cap == 99 and own == CaseState.model_validate(changed)
+    assert case_from_document(document).policy.caseload_cap == state.policy.caseload_cap
 
 
 def _case() -> CaseState:

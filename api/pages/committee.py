@@ -37,7 +37,8 @@ from api.readmodel import committee_items
 from api.scope import facts_from_row, scoped_case_ids
 from domain.access import committee_scope, may_read_committee, read_refusal
 from domain.lifecycle import is_manager
-from models.case import CaseState, CommitteeDecision, CommitteeDecisionKind
+from models.case import CommitteeDecision, CommitteeDecisionKind
+from models.projection import case_from_document
 from models.tables import CaseRow, CommitteeItemRow, CommitteeMeetingRow, StaffRow
 
 router = APIRouter(include_in_schema=False)
@@ -141,7 +142,7 @@ def _item_view(session: Session, row: CommitteeItemRow, actor, names: dict[str, 
     if refusal is not None:
         view["refusal"] = refusal
         return view
-    state = CaseState.model_validate(case.document)
+    state = case_from_document(case.document)
     plan = next((p for p in state.plans if p.version == row.plan_version), None)
     item = next((i for i in state.escalations if i.id == row.id), None)
     view.update(readable=True, family_name=case.family_name, version=state.version, stage=state.stage.value,

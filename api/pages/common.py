@@ -38,6 +38,7 @@ from domain.lifecycle import STALE
 from domain.policy import current_policy
 from domain.stuck import BUSINESS_KINDS, OVERDUE_PREFIX, TECHNICAL_KINDS
 from models.case import Actor, CaseState, DeadlineKind
+from models.projection import case_from_document
 from models.tables import CaseRow, StaffRow
 
 STUCK_SORTS = [("age", "oldest first"), ("newest", "newest first"), ("stage", "stage"),
@@ -211,7 +212,7 @@ async def load_case(request: Request, case_id: str) -> tuple[CaseState | None, b
     def stored() -> CaseState | None:
         with Session(request.app.state.engine) as session:
             row = session.get(CaseRow, case_id)
-            return CaseState.model_validate(row.document) if row else None
+            return case_from_document(row.document) if row else None
 
     return await asyncio.to_thread(stored), False
 

@@ -46,6 +46,7 @@ from models.case import (
     RevokeConsent,
     SetContactPreference,
 )
+from models.projection import case_from_document
 from models.tables import StaffRow
 
 router = APIRouter(include_in_schema=False)
@@ -412,7 +413,7 @@ def _member_name(request: Request, case_id: str, member_id: str) -> str:
         if row is None:
             return member_id
         try:
-            members = CaseState.model_validate(row.document).family.members
+            members = case_from_document(row.document).family.members
         except Exception:  # noqa: BLE001 - only a name for the sentence
             return member_id
     return next((m.name for m in members if m.id == member_id), member_id)
