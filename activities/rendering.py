@@ -142,6 +142,9 @@ def message_env() -> Environment:
     return _install(Environment(
         loader=FileSystemLoader(TEMPLATES / "messages"), undefined=StrictUndefined,
         autoescape=False, keep_trailing_newline=False, trim_blocks=False, lstrip_blocks=True,
+        # A worker's templates are those it started with (a change ships with a restart, like
+        # code): no stat() of every template file on every message (1.8 % of the case worker).
+        auto_reload=False,
     ))
 
 
@@ -150,7 +153,7 @@ def document_env() -> Environment:
     return _install(Environment(
         loader=FileSystemLoader(TEMPLATES / "documents"), undefined=StrictUndefined,
         autoescape=select_autoescape(["html", "j2"], default_for_string=True),
-        trim_blocks=True, lstrip_blocks=True,
+        trim_blocks=True, lstrip_blocks=True, auto_reload=False,
     ))
 
 
