@@ -87,6 +87,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import or_, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -337,7 +338,10 @@ class NotificationActivities:
         from models.projection import uncovered_of_row
 
         with Session(self.engine) as session:
-            case = session.get(CaseRow, req.case_id)
+            # The projected columns; the sealed document is loaded (and decrypted) only if a
+            # consent ended since the last projection (uncovered_of_row).
+            case = session.get(CaseRow, req.case_id, options=[load_only(
+                CaseRow.consent_until, CaseRow.uncovered_text, CaseRow.uncovered_documents_text)])
             return case is not None and recipient.id in uncovered_of_row(case, now)[0]
 
     # ------------------------------------------------------------ record
@@ -387,24 +391,23 @@ class NotificationActivities:
             created_at=now, updated_at=now, sent_at=now if in_app and not cancelled else None,
             subject=subject, body=body, ics=ics,
         )
-        with Session(self.engine) as session:
+        # The row as written is the row stored (every column set here): no reload after commit.
+        with Session(self.engine, expire_on_commit=False) as session:
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:  # a concurrent attempt recorded it first
                 session.rollback()
                 return session.exec(select(NotificationRow).where(NotificationRow.key == req.key)).one()
-            session.refresh(row)
             return row
 
     def _set(self, row_id: str, **values: object) -> NotificationRow:
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             row = session.get(NotificationRow, row_id)
             for k, v in values.items():
                 setattr(row, k, v)
             session.add(row)
             session.commit()
-            session.refresh(row)
             return row
 
     def _claim(self, row_id: str, now: datetime) -> bool:

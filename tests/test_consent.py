@@ -546,6 +546,25 @@ def test_revoking_cancels_messages_not_yet_sent_to_those_it_covered(engine, sett
     assert acts.send(lise).status.value == "sent"  # in-app: covered staff are told
 
 
+def test_a_message_after_the_consent_ended_but_before_its_projection_is_not_sent(engine, settings) -> None:
+    """The activity reads the projected columns, and the sealed document only when a consent
+    has ended since (models.projection.uncovered_of_row, loaded on demand)."""
+    state = case(coordinated_handling=True, departments=["school"], valid_until=date(2027, 1, 31))
+    state.id = str(uuid.uuid4())
+    with Session(engine) as session:
+        write_case(session, state, NOW)
+        session.commit()
+    later = datetime(2027, 2, 1, 0, 0, 1, tzinfo=CPH)
+    request = NotificationRequest(key=f"{state.id}:late:lise:1", case_id=state.id, purpose="late",
+                                  recipient=staff_recipient("team", "lise"), template="team_added",
+                                  context={"coordinator_name": "Anna"})
+    now_sent = NotificationActivities(engine, settings, clock=lambda: NOW).send(request)
+    assert now_sent.status.value == "sent"  # covered while the consent runs
+    after = NotificationActivities(engine, settings, clock=lambda: later).send(
+        request.model_copy(update={"key": f"{state.id}:late:lise:2"}))
+    assert after.status.value == "cancelled"  # ended, not projected yet: from the document
+
+
 # ================================================================ over HTTP, real Temporal
 
 STAFF = [
