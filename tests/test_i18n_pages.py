@@ -140,6 +140,19 @@ def test_every_key_the_pages_use_exists_in_english() -> None:
         f"  {k}  ({', '.join(w)})" for k, w in sorted(missing.items()))
 
 
+def test_every_form_of_the_case_page_has_a_name_for_its_link() -> None:
+    """The case page's "What you can do now" links read `t('case.command.' ~ name)`, a key
+    built at run time: every form the page can show has one (seven showed their raw key)."""
+    from domain.workbench import FORM_ORDER
+
+    english: set[str] = set()
+    for files in areas().values():
+        if "en" in files:
+            english |= set(load(files["en"]))
+    missing = [name for name in FORM_ORDER if f"case.command.{name}" not in english]
+    assert not missing, f"case page forms without a link name: {missing}"
+
+
 # ---------------------------------------------------------------- the language as a person sees it
 
 
