@@ -106,6 +106,7 @@ from models.messaging import (
     RecipientQuery,
     RecipientRole,
 )
+from models.projection import uncovered_of_row
 from models.tables import CaseRow, StaffRow
 from models.tables_outbox import NotificationRow
 from settings import Settings
@@ -335,8 +336,6 @@ class NotificationActivities:
             return False
         if req.invite is not None and req.invite.method == "CANCEL":
             return False
-        from models.projection import uncovered_of_row
-
         with Session(self.engine) as session:
             # The projected columns; the sealed document is loaded (and decrypted) only if a
             # consent ended since the last projection (uncovered_of_row).

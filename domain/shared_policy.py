@@ -45,6 +45,19 @@ def _remember(policy: Policy, value: str) -> None:
         _digests.popitem(last=False)
 
 
+def _share(policy: Policy, value: str) -> Policy:
+    """The shared object of digest `value`: the one kept, or `policy`, kept from now on."""
+    hit = _shared.get(value)
+    if hit is not None:
+        _shared.move_to_end(value)
+        return hit
+    _shared[value] = policy
+    _remember(policy, value)
+    while len(_shared) > MAX_POLICIES:
+        _shared.popitem(last=False)
+    return policy
+
+
 def digest(policy: Policy) -> str:
     """The digest of `policy`'s content (computed once per object kept here). A digest this
     process gives out, it can resolve (`by_digest`)."""
@@ -54,10 +67,7 @@ def digest(policy: Policy) -> str:
         value = _content_digest(policy)
         with _lock:
             _remember(policy, value)
-            if value not in _shared:
-                _shared[value] = policy
-                while len(_shared) > MAX_POLICIES:
-                    _shared.popitem(last=False)
+            _share(policy, value)
     return value
 
 
@@ -69,15 +79,7 @@ def shared(policy: Policy) -> Policy:
     if value is None:
         value = _content_digest(policy)
     with _lock:
-        hit = _shared.get(value)
-        if hit is not None:
-            _shared.move_to_end(value)
-            return hit
-        _shared[value] = policy
-        _remember(policy, value)
-        while len(_shared) > MAX_POLICIES:
-            _shared.popitem(last=False)
-        return policy
+        return _share(policy, value)
 
 
 def by_digest(value: str) -> Policy | None:

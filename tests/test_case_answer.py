@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
@@ -76,3 +77,34 @@ async def test_an_api_process_that_never_met_the_policy_asks_the_case(
         with Session(engine) as session:  # the read model holds the whole case, policy and all
             stored = CaseState.model_validate(session.get(CaseRow, case_id).document)
         assert stored == live
+
+
+async def test_an_answer_whose_policy_cannot_be_had_says_the_command_was_applied(
+    ts_env: WorkflowEnvironment, settings, started, monkeypatch
+) -> None:
+    """The Update is applied before its policy is asked for: if the case does not give it, the
+    answer is a 503 that says so (and that a keyed retry is safe), never a 500."""
+    from fastapi import HTTPException
+    from temporalio.service import RPCError, RPCStatusCode
+
+    async def failing_query(self, query, *args, **kwargs):
+        raise RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b"")
+
+    monkeypatch.setattr(gateway.shared_policy, "by_digest", lambda _digest: None)
+    engine = get_engine(settings.db_url)
+    async with running_worker(ts_env.client, settings):
+        now = await ts_env.get_current_time()
+        handle = await start_case(ts_env, settings, (now - timedelta(hours=1)).isoformat())
+        started.append(handle)
+        monkeypatch.setattr(type(ts_env.client.get_workflow_handle(handle.id)), "query",
+                            failing_query)
+        case_id = handle.id.removeprefix("case-")
+        with pytest.raises(HTTPException) as refused:
+            await gateway.send(ts_env.client, engine, case_id, "assign_coordinator",
+                               CommandInput(actor=ADMIN, body={"coordinator_id": "anna"}))
+        assert refused.value.status_code == 503
+        assert "was applied" in refused.value.detail
+        assert "Idempotency-Key is safe" in refused.value.detail
+        monkeypatch.undo()
+        live = await handle.query(FamilyCaseWorkflow.case)
+        assert live.coordinator_id == "anna"  # applied, as the answer said
