@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -117,6 +118,8 @@ async def main() -> None:
     logjson.configure(f"worker-{role}")  # JSON lines, no personal data (logjson.py)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations ran in the launcher
     settings = get_settings()
+    if role == "documents" and settings.document_worker_nice:
+        os.nice(settings.document_worker_nice)  # behind the commands on shared cores (settings.py)
     private_data_dir(settings.data_dir)  # umask 077; the data dir 0700, its files 0600
     migrate(settings.db_url)
     client = await connect(settings)

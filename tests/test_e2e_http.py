@@ -304,3 +304,14 @@ async def test_backdated_referral_is_overdue_and_stuck_within_seconds(stack: Sta
         entry = await poll(stuck)
         assert entry, "a backdated referral appears in the stuck list"
         assert {"overdue:first_contact", "overdue:assessment"} <= {r["kind"] for r in entry["reasons"]}
+
+
+async def test_the_documents_worker_yields_the_cpu_to_the_commands(stack: Stack) -> None:
+    """A PDF costs ~0.1-0.9 s of CPU, a command ~20 ms: the documents worker runs niced
+    (ONEFAMILY_DOCUMENT_WORKER_NICE, default 10), the case worker and the API do not."""
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, stack.documents_proc.pid) == min(base + 10, 19)
+    assert os.getpriority(os.PRIO_PROCESS, stack.worker_proc.pid) == base
+    assert os.getpriority(os.PRIO_PROCESS, stack.api_proc.pid) == base
