@@ -132,6 +132,17 @@ def _error_response(code: int, description: str) -> dict:
     return response
 
 
+NO_NUL = "^[^\\x00]*$"  # the address is refused with a 422 when it holds one (api/auth.py)
+
+
+def _no_nul(schema: dict) -> None:
+    """A free-text parameter says it holds no NUL character, as the API enforces."""
+    for member in schema.get("anyOf", ()):
+        _no_nul(member)
+    if schema.get("type") == "string" and not {"enum", "const", "pattern", "format"} & schema.keys():
+        schema["pattern"] = NO_NUL
+
+
 def document_errors(schema: dict, settings: Settings) -> dict:
     """Rewrite a generated spec in place: error answers, the error schema, security."""
     components = schema.setdefault("components", {})
@@ -156,6 +167,8 @@ def document_errors(schema: dict, settings: Settings) -> dict:
                 pattern = PARAMETER_PATTERNS.get(parameter.get("name", ""))
                 if parameter.get("in") == "path" and pattern:
                     parameter.setdefault("schema", {})["pattern"] = pattern
+                elif parameter.get("in") in ("path", "query"):
+                    _no_nul(parameter.get("schema", {}))
             for code in sorted(statuses(path, method, declared, query)):
                 own = responses.get(str(code), {}).get("description")
                 if code == 503 and method in STATE_CHANGING and COMMAND_PATHS.match(path):

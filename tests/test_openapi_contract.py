@@ -181,3 +181,25 @@ def test_a_body_that_is_not_utf8_or_not_json_is_422(client: TestClient, spec: di
     assert body["detail"] == "The request body is nested too deeply to be read as JSON."
     # (A form where JSON belongs is a 422 too, once the body is checked against the schema: with
     # the case engine up; tests/test_fuzz_api.py checks it on the real stack.)
+
+
+def test_free_text_parameters_say_they_hold_no_nul(spec: dict) -> None:
+    """The API refuses a NUL in the address (422, api/auth.py); the spec says so, or a fuzzer
+    sends one as valid data (schemathesis found it with `reason` of /dashboard/stuck)."""
+    def strings(schema: dict) -> list[dict]:
+        found = [s for member in schema.get("anyOf", ()) for s in strings(member)]
+        return found + ([schema] if schema.get("type") == "string" else [])
+
+    free = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] not in ("path", "query"):
+                    continue
+                for schema in strings(parameter["schema"]):
+                    if not {"enum", "const", "format"} & schema.keys():
+                        free.append((method, path, parameter["name"], schema))
+    assert any(name == "reason" for _, _, name, _ in free)
+    for method, path, name, schema in free:
+        pattern = schema.get("pattern")
+        assert pattern and re.search(pattern, "a\x00b") is None, (method, path, name)
