@@ -292,3 +292,19 @@ async def test_the_report_is_mailed_once_to_each_manager(ts_env, engine, setting
         # No personal data: no family or child name, no outcome score.
         for private in ("Tyresö", "Jensen", "Emil", "Mette", "29", "7,8", "ADHD"):
             assert private not in text, private
+
+
+def test_escalation_reasons_are_words_in_the_reports_language() -> None:
+    """The monthly report named why cases were escalated by their keys ("joint funding over
+    limit") in every language; now each kind has its words, an unknown kind its key."""
+    data = compute_report([tyreso_case()], MONTH, timezone="Europe/Copenhagen", now=NOW)
+    data["escalations"]["reasons"] = {"committee_only_paragraph": 1, "disagreement": 2,
+                                      "joint_funding_over_limit": 3, "a_kind_from_later": 1}
+    danish = render_report_html(data, "da")
+    assert ("Hvorfor sagerne blev sendt videre: en ydelse som kun visitationsudvalget må bevilge 1; "
+            "teamet var ikke enigt 2; fællesfinansierede ydelser over teamets grænse 3; "
+            "a kind from later 1") in danish
+    assert "joint funding over limit" not in danish and "report.escalation_reason" not in danish
+    swedish = render_report_html(data, "sv")
+    assert "teamet var inte enigt 2" in swedish
+    assert "the team did not agree 2" in render_report_html(data, "en")
