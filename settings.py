@@ -29,9 +29,9 @@ class Settings(BaseSettings):
     committee_id: str = Field("main", validation_alias="ONEFAMILY_COMMITTEE_ID")
     # An explicit cache so one worker can hold many open cases (DESIGN §7).
     max_cached_workflows: int = Field(10_000, validation_alias="ONEFAMILY_MAX_CACHED_WORKFLOWS")
-    # The documents worker's CPU priority (nice increment, 0-19): rendering a PDF takes
-    # 0.3-0.9 s of CPU, a command ~20 ms; on shared cores a coordinator's click goes first and
-    # the document, asynchronous anyway, follows (docs/performance.md, sixth pass).
+    # The documents worker's CPU priority (nice increment, 0-19): a PDF takes ~0.1 s of CPU
+    # (0.3-0.9 s of wall), a command ~20 ms; on shared cores a coordinator's click goes first
+    # and the document, asynchronous anyway, follows (docs/performance.md, sixth pass).
     document_worker_nice: int = Field(10, ge=0, le=19, validation_alias="ONEFAMILY_DOCUMENT_WORKER_NICE")
     # Encrypt Temporal payloads (health data) at rest; keys: workflows/codec.py.
     encrypt_payloads: bool = Field(True, validation_alias="ONEFAMILY_ENCRYPT_PAYLOADS")

@@ -307,7 +307,7 @@ async def test_backdated_referral_is_overdue_and_stuck_within_seconds(stack: Sta
 
 
 async def test_the_documents_worker_yields_the_cpu_to_the_commands(stack: Stack) -> None:
-    """A PDF costs ~0.1-0.9 s of CPU, a command ~20 ms: the documents worker runs niced
+    """A PDF costs ~0.1 s of CPU, a command ~20 ms: the documents worker runs niced
     (ONEFAMILY_DOCUMENT_WORKER_NICE, default 10), the case worker and the API do not."""
     import os
 
